@@ -1,0 +1,248 @@
+// CPU elementwise kernels: splits the work across threads (at::parallel_for) and hands
+// each chunk to the SIMD kernels of the instruction set chosen at run time
+// (kernels_impl.h).  float64 runs the same functors on scalars.  The math is in
+// activations.h; nothing here restates a formula.
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+#include <c10/util/Exception.h>
+
+#include <atomic>
+#include <cstdlib>
+#include <vector>
+
+#include "../kernels.h"
+#include "kernel_table.h"
+
+namespace fused_act {
+namespace cpu {
+namespace {
+
+constexpr int64_t kGrain = 32768;     // elements per task, as ATen's elementwise loops
+constexpr int64_t kWeightBlock = 4096;  // elements summed in float before going to double
+
+const KernelTable* best_table() {
+#if defined(__x86_64__) || defined(_M_X64)
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq"))
+    return &kernels_avx512;
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+      __builtin_cpu_supports("f16c"))
+    return &kernels_avx2;
+#endif
+  return &kernels_baseline;
+}
+
+int rank(const KernelTable* t) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if (t == &kernels_avx512) return 2;
+  if (t == &kernels_avx2) return 1;
+#endif
+  return 0;
+}
+
+const KernelTable* table_named(const std::string& name) {
+#if defined(__x86_64__) || defined(_M_X64)
+  if (name == "avx512") return &kernels_avx512;
+  if (name == "avx2") return &kernels_avx2;
+#endif
+  if (name == "baseline" || name == "default") return &kernels_baseline;
+  return nullptr;
+}
+
+// Never more than the CPU supports: asking for more is an error, not a crash later.
+const KernelTable* checked_table(const std::string& name) {
+  const KernelTable* t = table_named(name);
+  TORCH_CHECK(t != nullptr, "fused_act: unknown CPU capability '", name,
+              "' (expected avx512, avx2 or baseline)");
+  TORCH_CHECK(rank(t) <= rank(best_table()), "fused_act: this CPU does not support '", name,
+              "' (best available: ", best_table()->name, ")");
+  return t;
+}
+
+std::atomic<const KernelTable*>& active_table() {
+  static std::atomic<const KernelTable*> table{[] {
+    const char* env = std::getenv("FUSED_ACT_CPU_CAPABILITY");
+    return (env && *env) ? checked_table(env) : best_table();
+  }()};
+  return table;
+}
+
+Storage storage_of(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return Storage::f32;
+    case at::kHalf: return Storage::f16;
+    case at::kBFloat16: return Storage::bf16;
+    default: TORCH_CHECK(false, "fused_act: no SIMD kernel for dtype ", t);
+  }
+}
+
+template <class T> T* at_offset(const at::Tensor& t, int64_t i) {
+  return reinterpret_cast<T*>(static_cast<char*>(t.data_ptr()) + i * t.element_size());
+}
+
+// Runs fn(begin, end, p) over the runs of [0, n) that share one weight value.
+template <class Fn>
+void for_each_weight_run(int64_t begin, int64_t end, int64_t inner, int64_t channels, Fn&& fn) {
+  for (int64_t o = begin; o < end;) {
+    int64_t row = o / inner;
+    int64_t stop = std::min(end, (row + 1) * inner);
+    fn(o, stop, row % channels);
+    o = stop;
+  }
+}
+
+template <class Fn> void visit_weighted(Act act, Fn&& fn) {
+  switch (act) {
+#define FA_WEIGHTED_CASE(name, F, op) \
+  case Act::name: fn(ActTag<F>{}); return;
+    FA_FOR_EACH_WEIGHTED(FA_WEIGHTED_CASE)
+#undef FA_WEIGHTED_CASE
+    default: TORCH_CHECK(false, "fused_act: activation has no weighted form");
+  }
+}
+
+}  // namespace
+}  // namespace cpu
+
+std::string cpu_capability() { return cpu::active_table().load()->name; }
+
+void set_cpu_capability(const std::string& name) {
+  cpu::active_table().store(cpu::checked_table(name));
+}
+
+using namespace cpu;
+
+void CpuKernels::forward(Act act, const at::Tensor& x, const at::Tensor& y, double p) {
+  const int64_t n = x.numel();
+  if (x.scalar_type() == at::kDouble) {
+    visit_act(act, [&](auto a) {
+      using F = typename decltype(a)::type;
+      const double* xp = x.const_data_ptr<double>();
+      double* yp = y.mutable_data_ptr<double>();
+      at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+        for (int64_t i = b; i < e; ++i) yp[i] = F::forward(xp[i], p);
+      });
+    });
+    return;
+  }
+  const KernelTable* k = active_table().load();
+  const Storage st = storage_of(x.scalar_type());
+  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    k->forward(act, st, at_offset<const void>(x, b), at_offset<void>(y, b), e - b, float(p));
+  });
+}
+
+void CpuKernels::backward(Act act, const at::Tensor& g, const at::Tensor& s, const at::Tensor& dx,
+                          double p, bool saved_is_output) {
+  const int64_t n = g.numel();
+  if (g.scalar_type() == at::kDouble) {
+    visit_act(act, [&](auto a) {
+      using F = typename decltype(a)::type;
+      const double* gp = g.const_data_ptr<double>();
+      const double* sp = s.const_data_ptr<double>();
+      double* dp = dx.mutable_data_ptr<double>();
+      at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+        if (saved_is_output)
+          for (int64_t i = b; i < e; ++i) dp[i] = F::template backward<true>(gp[i], sp[i], p);
+        else
+          for (int64_t i = b; i < e; ++i) dp[i] = F::template backward<false>(gp[i], sp[i], p);
+      });
+    });
+    return;
+  }
+  const KernelTable* k = active_table().load();
+  const Storage st = storage_of(g.scalar_type());
+  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    k->backward(act, st, at_offset<const void>(g, b), at_offset<const void>(s, b),
+                at_offset<void>(dx, b), e - b, float(p), saved_is_output);
+  });
+}
+
+void CpuKernels::weighted_forward(Act act, const at::Tensor& x, const at::Tensor& w,
+                                  const at::Tensor& y, int64_t inner, int64_t channels) {
+  const int64_t n = x.numel();
+  // The weights as opmath values, read once.
+  const at::Tensor wd = w.to(at::kDouble).contiguous();
+  const double* wp = wd.const_data_ptr<double>();
+  if (x.scalar_type() == at::kDouble) {
+    visit_act(act, [&](auto a) {
+      using F = typename decltype(a)::type;
+      const double* xp = x.const_data_ptr<double>();
+      double* yp = y.mutable_data_ptr<double>();
+      at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+        for_each_weight_run(b, e, inner, channels, [&](int64_t rb, int64_t re, int64_t c) {
+          for (int64_t i = rb; i < re; ++i) yp[i] = F::forward(xp[i], wp[c]);
+        });
+      });
+    });
+    return;
+  }
+  const KernelTable* k = active_table().load();
+  const Storage st = storage_of(x.scalar_type());
+  at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+    for_each_weight_run(b, e, inner, channels, [&](int64_t rb, int64_t re, int64_t c) {
+      k->forward(act, st, at_offset<const void>(x, rb), at_offset<void>(y, rb), re - rb,
+                 float(wp[c]));
+    });
+  });
+}
+
+void CpuKernels::weighted_backward(Act act, const at::Tensor& g, const at::Tensor& x,
+                                   const at::Tensor& w, const at::Tensor& dx, const at::Tensor& dw,
+                                   int64_t inner, int64_t channels) {
+  const int64_t n = x.numel();
+  const bool need_wgrad = dw.defined();
+  const at::Tensor wd = w.to(at::kDouble).contiguous();
+  const double* wp = wd.const_data_ptr<double>();
+  // Fixed blocks, each with its own partial sums, summed in block order afterwards:
+  // the weight gradient does not depend on the number of threads.
+  const int64_t nblocks = (n + kGrain - 1) / kGrain;
+  std::vector<double> partial(need_wgrad ? nblocks * channels : 0, 0.0);
+  const KernelTable* k = active_table().load();
+  const bool is_double = x.scalar_type() == at::kDouble;
+  const Storage st = is_double ? Storage::f32 : storage_of(x.scalar_type());
+
+  visit_weighted(act, [&](auto a) {
+    using F = typename decltype(a)::type;
+    at::parallel_for(0, nblocks, 1, [&](int64_t bb, int64_t be) {
+      for (int64_t blk = bb; blk < be; ++blk) {
+        const int64_t b = blk * kGrain, e = std::min(n, b + kGrain);
+        double* acc = need_wgrad ? partial.data() + blk * channels : nullptr;
+        for_each_weight_run(b, e, inner, channels, [&](int64_t rb, int64_t re, int64_t c) {
+          if (is_double) {
+            const double* gp = g.const_data_ptr<double>();
+            const double* xp = x.const_data_ptr<double>();
+            double* dp = dx.mutable_data_ptr<double>();
+            double sum = 0;
+            for (int64_t i = rb; i < re; ++i) {
+              dp[i] = F::template backward<false>(gp[i], xp[i], wp[c]);
+              if (need_wgrad) sum += F::weight_grad(gp[i], xp[i], wp[c]);
+            }
+            if (need_wgrad) acc[c] += sum;
+            return;
+          }
+          for (int64_t sb = rb; sb < re; sb += kWeightBlock) {
+            const int64_t se = std::min(re, sb + kWeightBlock);
+            double sum = k->backward_weighted(act, st, at_offset<const void>(g, sb),
+                                              at_offset<const void>(x, sb),
+                                              at_offset<void>(dx, sb), se - sb, float(wp[c]),
+                                              need_wgrad);
+            if (need_wgrad) acc[c] += sum;
+          }
+        });
+      }
+    });
+  });
+
+  if (need_wgrad) {
+    std::vector<double> total(channels, 0.0);
+    for (int64_t blk = 0; blk < nblocks; ++blk)
+      for (int64_t c = 0; c < channels; ++c) total[c] += partial[blk * channels + c];
+    at::Tensor t = at::empty({channels}, w.options().dtype(at::kDouble));
+    std::copy(total.begin(), total.end(), t.mutable_data_ptr<double>());
+    dw.copy_(t.view(dw.sizes()));
+  }
+}
+
+}  // namespace fused_act

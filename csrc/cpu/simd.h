@@ -1,0 +1,188 @@
+// A small SIMD vector of floats for the CPU kernels, written with GCC/Clang vector
+// extensions so the same source compiles to AVX-512, AVX2 or SSE code depending on the
+// translation unit that includes it (see capability_*.cpp).  Everything lives in the
+// namespace FA_CPU_CAP so the instantiations of different units never meet at link time.
+//
+// fa_exp / fa_expm1 / fa_tanh are accurate to a few ULP over the whole float range,
+// subnormal results included, and propagate NaN.
+#pragma once
+#include <stdint.h>
+#include <string.h>
+#if defined(FA_HAVE_F16C)
+#include <immintrin.h>
+#endif
+
+#if !defined(FA_CPU_CAP) || !defined(FA_VEC_BYTES)
+#error "define FA_CPU_CAP and FA_VEC_BYTES before including simd.h"
+#endif
+
+namespace fused_act {
+namespace cpu {
+namespace FA_CPU_CAP {
+
+constexpr int kLanes = FA_VEC_BYTES / 4;
+typedef float vf __attribute__((vector_size(FA_VEC_BYTES)));
+typedef int32_t vi __attribute__((vector_size(FA_VEC_BYTES)));
+typedef uint32_t vu __attribute__((vector_size(FA_VEC_BYTES)));
+typedef uint16_t vh __attribute__((vector_size(FA_VEC_BYTES / 2)));
+
+static inline vf splat(float s) { return vf{} + s; }
+static inline vi splati(int32_t s) { return vi{} + s; }
+static inline vu splatu(uint32_t s) { return vu{} + s; }
+
+struct Mask { vi m; };
+
+struct Vec {
+  vf v;
+  Vec() = default;
+  Vec(vf a) : v(a) {}
+  Vec(float s) : v(splat(s)) {}
+  Vec(int s) : v(splat(float(s))) {}
+};
+
+static inline Vec operator+(Vec a, Vec b) { return a.v + b.v; }
+static inline Vec operator-(Vec a, Vec b) { return a.v - b.v; }
+static inline Vec operator*(Vec a, Vec b) { return a.v * b.v; }
+static inline Vec operator/(Vec a, Vec b) { return a.v / b.v; }
+static inline Vec operator-(Vec a) { return -a.v; }
+// IEEE ordered comparisons: false when either side is NaN, as in scalar C++.
+static inline Mask operator<=(Vec a, Vec b) { return {a.v <= b.v}; }
+static inline Mask operator>=(Vec a, Vec b) { return {a.v >= b.v}; }
+static inline Mask operator<(Vec a, Vec b) { return {a.v < b.v}; }
+static inline Mask operator>(Vec a, Vec b) { return {a.v > b.v}; }
+static inline Vec fa_select(Mask c, Vec a, Vec b) { return c.m ? a.v : b.v; }
+
+// Clamp that keeps NaN (a NaN compares false and is kept).
+static inline vf clamp_keep_nan(vf v, float lo, float hi) {
+  v = v > splat(hi) ? splat(hi) : v;
+  return v < splat(lo) ? splat(lo) : v;
+}
+
+// 2^n for integer n in [-126, 127], built from the exponent bits.
+static inline vf pow2i(vi n) { return (vf)((n + 127) << 23); }
+
+// x = n*ln2 + r with |r| <= ln2/2; returns r and n, n both as float and as int.
+// n is rounded with the 1.5*2^23 trick, which reads the integer off the float's bits.
+static inline vf reduce_ln2(vf v, vf* n, vi* ni) {
+  const float magic = 12582912.0f;
+  vf t = v * 1.44269504088896341f + magic;
+  *ni = (vi)t - (vi)splat(magic);
+  *n = t - magic;
+  vf r = v - *n * 0.693359375f;  // ln2 split in two so n*ln2_hi is exact
+  return r - *n * -2.12194440e-4f;
+}
+
+// exp(r) - 1 on |r| <= ln2/2 (Cephes' minimax polynomial, about 1 ULP).
+static inline vf expm1_reduced(vf r) {
+  vf p = splat(1.9875691500e-4f);
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  return p * (r * r) + r;
+}
+
+static inline Vec fa_exp(Vec x) {
+  // Above 88.8 the result is inf, below -104 it rounds to 0.
+  vf v = clamp_keep_nan(x.v, -104.0f, 88.8f);
+  vf n;
+  vi ni;
+  vf r = reduce_ln2(v, &n, &ni);
+  vf e = expm1_reduced(r) + 1.0f;
+  // n is in [-150, 128]: scale in two halves so subnormal results round only once.
+  vi n1 = ni >> 1;
+  return e * pow2i(n1) * pow2i(ni - n1);
+}
+
+static inline Vec fa_expm1(Vec x) {
+  // Below -25 the result is -1 in float; above 88.8 it is inf.
+  vf v = clamp_keep_nan(x.v, -25.0f, 88.8f);
+  vf n;
+  vi ni;
+  vf r = reduce_ln2(v, &n, &ni);
+  vf em1 = expm1_reduced(r);
+  // expm1(x) = 2^n*expm1(r) + (2^n - 1), computed with t = 2^(n-1) so that n = 128 does
+  // not overflow the scale; for n = 0 it reduces exactly to expm1(r).
+  vf t = pow2i(ni - 1);
+  return (t * em1 + (t - 0.5f)) * 2.0f;
+}
+
+static inline Vec fa_tanh(Vec x) {
+  // tanh(x) = expm1(2x) / (expm1(2x) + 2): no cancellation near 0; |x| >= 10 gives +-1.
+  vf v = clamp_keep_nan(x.v, -10.0f, 10.0f);
+  vf e = fa_expm1(Vec(v + v)).v;
+  return e / (e + 2.0f);
+}
+
+// ---- loads and stores with conversion to/from float --------------------------------
+struct half_t { uint16_t bits; };
+struct bf16_t { uint16_t bits; };
+
+static inline Vec load(const float* p) {
+  vf v;
+  memcpy(&v, p, sizeof(v));
+  return v;
+}
+static inline void store(float* p, Vec v) { memcpy(p, &v.v, sizeof(v.v)); }
+
+static inline Vec load(const bf16_t* p) {
+  vh h;
+  memcpy(&h, p, sizeof(h));
+  return (vf)(__builtin_convertvector(h, vu) << 16);
+}
+static inline void store(bf16_t* p, Vec v) {
+  // Round to nearest even; NaN stays a (quiet) NaN.
+  vu u = (vu)v.v;
+  vu r = (u + (0x7FFFu + ((u >> 16) & 1u))) >> 16;
+  r = (v.v != v.v) ? splatu(0x7FC0u) : r;
+  vh h = __builtin_convertvector(r, vh);
+  memcpy(p, &h, sizeof(h));
+}
+
+#if defined(FA_HAVE_F16C)
+static inline Vec load(const half_t* p) {
+  float f[kLanes];
+  for (int k = 0; k < kLanes; k += 8)
+    _mm256_storeu_ps(f + k, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p + k))));
+  return load(f);
+}
+static inline void store(half_t* p, Vec v) {
+  float f[kLanes];
+  store(f, v);
+  for (int k = 0; k < kLanes; k += 8)
+    _mm_storeu_si128((__m128i*)(p + k),
+                     _mm256_cvtps_ph(_mm256_loadu_ps(f + k), _MM_FROUND_TO_NEAREST_INT));
+}
+#else
+// IEEE half <-> float with integer operations only (the classic branch-free method).
+static inline Vec load(const half_t* p) {
+  vh h;
+  memcpy(&h, p, sizeof(h));
+  vu w = __builtin_convertvector(h, vu) << 16;
+  vu sign = w & 0x80000000u;
+  vu two_w = w + w;
+  vf normalized = (vf)((two_w >> 4) + (0xE0u << 23)) * 0x1.0p-112f;
+  vf denormalized = (vf)((two_w >> 17) | (126u << 23)) - 0.5f;
+  vu bits = (two_w < splatu(1u << 27)) ? (vu)denormalized : (vu)normalized;
+  return (vf)(sign | bits);
+}
+static inline void store(half_t* p, Vec v) {
+  vu w = (vu)v.v;
+  vu shl1_w = w + w;
+  vu sign = w & 0x80000000u;
+  vf base = (vf)(w & 0x7FFFFFFFu) * 0x1.0p+112f * 0x1.0p-110f;
+  vu bias = shl1_w & 0xFF000000u;
+  bias = (bias < splatu(0x71000000u)) ? splatu(0x71000000u) : bias;
+  base = (vf)((bias >> 1) + 0x07800000u) + base;
+  vu bits = (vu)base;
+  vu nonsign = ((bits >> 13) & 0x00007C00u) + (bits & 0x00000FFFu);
+  vu r = (sign >> 16) | ((shl1_w > splatu(0xFF000000u)) ? splatu(0x7E00u) : nonsign);
+  vh h = __builtin_convertvector(r, vh);
+  memcpy(p, &h, sizeof(h));
+}
+#endif
+
+}  // namespace FA_CPU_CAP
+}  // namespace cpu
+}  // namespace fused_act

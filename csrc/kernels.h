@@ -1,0 +1,45 @@
+// Entry points of the device kernels, called by the operator layer (ops_impl.h).
+// Every tensor passed in has the same sizes and strides and is non-overlapping and
+// dense, so kernels walk storage as a flat array; the operator layer guarantees it.
+// For the weighted kernels, the weight of the element at flat offset o is
+// w[(o / inner) % channels].
+#pragma once
+#include <ATen/core/Tensor.h>
+
+#include <string>
+
+#include "activations.h"
+
+namespace fused_act {
+
+struct CpuKernels {
+  static void forward(Act act, const at::Tensor& x, const at::Tensor& y, double p);
+  static void backward(Act act, const at::Tensor& g, const at::Tensor& s, const at::Tensor& dx,
+                       double p, bool saved_is_output);
+  static void weighted_forward(Act act, const at::Tensor& x, const at::Tensor& w,
+                               const at::Tensor& y, int64_t inner, int64_t channels);
+  // dw is undefined when the weight needs no gradient.
+  static void weighted_backward(Act act, const at::Tensor& g, const at::Tensor& x,
+                                const at::Tensor& w, const at::Tensor& dx, const at::Tensor& dw,
+                                int64_t inner, int64_t channels);
+};
+
+#ifdef FA_WITH_CUDA
+struct CudaKernels {
+  static void forward(Act act, const at::Tensor& x, const at::Tensor& y, double p);
+  static void backward(Act act, const at::Tensor& g, const at::Tensor& s, const at::Tensor& dx,
+                       double p, bool saved_is_output);
+  static void weighted_forward(Act act, const at::Tensor& x, const at::Tensor& w,
+                               const at::Tensor& y, int64_t inner, int64_t channels);
+  static void weighted_backward(Act act, const at::Tensor& g, const at::Tensor& x,
+                                const at::Tensor& w, const at::Tensor& dx, const at::Tensor& dw,
+                                int64_t inner, int64_t channels);
+};
+#endif
+
+// The instruction set the CPU kernels use ("avx512", "avx2" or "baseline"): the best the
+// CPU supports unless FUSED_ACT_CPU_CAPABILITY or set_cpu_capability() asks for less.
+std::string cpu_capability();
+void set_cpu_capability(const std::string& name);
+
+}  // namespace fused_act

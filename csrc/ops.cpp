@@ -1,0 +1,55 @@
+// Operator schemas (namespace fused_act) and the CPU implementations.  For each
+// activation NAME of activations.h:
+//   NAME(Tensor x, float p) -> Tensor                 forward
+//   NAME_(Tensor(a!) x, float p) -> ()                forward in place
+//   NAME_backward(Tensor grad, Tensor saved, float p, bool saved_is_output) -> Tensor
+// and for the weighted ones (prelu = leaky_relu with a weight, swish_weighted):
+//   prelu(Tensor x, Tensor weight) -> Tensor
+//   prelu_backward(Tensor grad, Tensor x, Tensor weight, bool need_weight_grad) -> (Tensor, Tensor)
+#include <torch/library.h>
+
+#include "ops_impl.h"
+
+namespace fused_act {
+namespace {
+
+bool built_with_cuda() {
+#ifdef FA_WITH_CUDA
+  return true;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+}  // namespace fused_act
+
+TORCH_LIBRARY(fused_act, m) {
+#define FA_DEF(name, F)                                                               \
+  m.def(#name "(Tensor x, float p) -> Tensor");                                       \
+  m.def(#name "_(Tensor(a!) x, float p) -> ()");                                      \
+  m.def(#name "_backward(Tensor grad, Tensor saved, float p, bool saved_is_output) " \
+              "-> Tensor");
+  FA_FOR_EACH_ACTIVATION(FA_DEF)
+#undef FA_DEF
+#define FA_DEF_WEIGHTED(name, F, op)                                                   \
+  m.def(#op "(Tensor x, Tensor weight) -> Tensor");                                    \
+  m.def(#op "_backward(Tensor grad, Tensor x, Tensor weight, bool need_weight_grad) " \
+            "-> (Tensor, Tensor)");
+  FA_FOR_EACH_WEIGHTED(FA_DEF_WEIGHTED)
+#undef FA_DEF_WEIGHTED
+  m.def("built_with_cuda() -> bool", &fused_act::built_with_cuda);
+  m.def("cpu_capability() -> str", &fused_act::cpu_capability);
+  m.def("set_cpu_capability(str name) -> ()", &fused_act::set_cpu_capability);
+}
+
+TORCH_LIBRARY_IMPL(fused_act, CPU, m) { fused_act::register_device_impls<fused_act::CpuKernels>(m); }
+
+// `import fused_act._C` loads this library, which registers the operators above; the
+// module itself is empty.
+#include <Python.h>
+
+extern "C" PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
+  return PyModule_Create(&module);
+}

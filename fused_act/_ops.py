@@ -1,0 +1,36 @@
+"""Loads the compiled operators (namespace ``torch.ops.fused_act``) and gives each a fake
+(meta) kernel, so torch.compile and torch.library.opcheck can trace them.
+
+The fake kernels allocate exactly what the C++ operators allocate: outputs like the
+first tensor argument (torch's ``preserve_format``), weight gradients like the weight.
+"""
+import torch
+
+from . import _C  # noqa: F401  (registers torch.ops.fused_act.*)
+
+ops = torch.ops.fused_act
+
+# Operators of the elementwise table (csrc/activations.h, FA_FOR_EACH_ACTIVATION) and
+# the weighted ones (FA_FOR_EACH_WEIGHTED).
+ELEMENTWISE_OPS = ("relu", "relu6", "leaky_relu", "elu", "sigmoid", "tanh", "swish")
+WEIGHTED_OPS = ("prelu", "swish_weighted")
+
+
+def built_with_cuda() -> bool:
+    return bool(ops.built_with_cuda())
+
+
+def _register_fakes():
+    for name in ELEMENTWISE_OPS:
+        torch.library.register_fake(f"fused_act::{name}")(lambda x, p: torch.empty_like(x))
+        torch.library.register_fake(f"fused_act::{name}_")(lambda x, p: None)
+        torch.library.register_fake(f"fused_act::{name}_backward")(
+            lambda grad, saved, p, saved_is_output: torch.empty_like(grad))
+    for name in WEIGHTED_OPS:
+        torch.library.register_fake(f"fused_act::{name}")(lambda x, weight: torch.empty_like(x))
+        torch.library.register_fake(f"fused_act::{name}_backward")(
+            lambda grad, x, weight, need_weight_grad: (torch.empty_like(grad),
+                                                       torch.empty_like(weight)))
+
+
+_register_fakes()

@@ -1,0 +1,174 @@
+"""torch.autograd.Function classes for every activation, generated from one spec each.
+
+Forward and backward each run one fused kernel (``torch.ops.fused_act.*``).  What the
+backward reads is the least that suffices (see csrc/activations.h):
+
+* the output y for relu, relu6, leaky_relu (slope >= 0), elu (alpha >= 0), sigmoid, tanh;
+* the input x for silu/swish, prelu, and leaky_relu/elu with a negative parameter.
+
+An in-place forward saves y when that is what the backward reads; otherwise it keeps a
+copy of x taken before the overwrite (only when a gradient is needed).  Backward never
+writes into the incoming gradient.
+
+Double backward: the fused backward is itself a Function whose gradient is
+``d(dx)/d(grad) = backward(gg)`` (the backward is linear in the gradient) and
+``d(dx)/d(saved) = gg * grad * D'(saved)``, written with torch ops so any order works.
+The weighted activations (prelu, swish with a tensor beta) compute their first-order
+gradients through a differentiable composition when a graph of the backward is asked for.
+"""
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+from ._ops import ops
+
+
+@dataclass(frozen=True)
+class KernelSpec:
+    """How one elementwise operator saves for backward and differentiates its backward."""
+
+    op: str
+    # Whether the backward can read the output, given the scalar parameter p.
+    saves_output: Callable[[float], bool]
+    # D'(saved) with dx = grad * D(saved); None when D is piecewise constant.
+    second_derivative: Optional[Callable] = None
+
+
+def _elu_d2(s, alpha, from_output):
+    if from_output:  # D(y) = y + alpha on y <= 0, else 1
+        return (s <= 0).to(s.dtype)
+    return torch.where(s <= 0, alpha * torch.exp(s), torch.zeros_like(s))
+
+
+def _swish_d2(x, beta, from_output):
+    s = torch.sigmoid(beta * x)
+    return beta * s * (1 - s) * (2 + beta * x * (1 - 2 * s))
+
+
+KERNELS = {
+    "relu": KernelSpec("relu", lambda p: True),
+    "relu6": KernelSpec("relu6", lambda p: True),
+    "leaky_relu": KernelSpec("leaky_relu", lambda slope: slope >= 0),
+    "elu": KernelSpec("elu", lambda alpha: alpha >= 0, _elu_d2),
+    "sigmoid": KernelSpec("sigmoid", lambda p: True, lambda y, p, o: 1 - 2 * y),
+    "tanh": KernelSpec("tanh", lambda p: True, lambda y, p, o: -2 * y),
+    "swish": KernelSpec("swish", lambda p: False, _swish_d2),
+}
+
+
+def _camel(name):
+    return "".join(part.capitalize() for part in name.split("_"))
+
+
+def _make_elementwise(spec: KernelSpec):
+    forward_op = getattr(ops, spec.op)
+    inplace_op = getattr(ops, spec.op + "_")
+    backward_op = getattr(ops, spec.op + "_backward")
+
+    class Backward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, grad, saved, p, from_output):
+            ctx.save_for_backward(grad, saved)
+            ctx.p, ctx.from_output = p, from_output
+            return backward_op(grad, saved, p, from_output)
+
+        @staticmethod
+        def backward(ctx, gg):
+            grad, saved = ctx.saved_tensors
+            d_grad = d_saved = None
+            if ctx.needs_input_grad[0]:
+                d_grad = Backward.apply(gg, saved, ctx.p, ctx.from_output)
+            if ctx.needs_input_grad[1] and spec.second_derivative is not None:
+                d_saved = gg * grad * spec.second_derivative(saved, ctx.p, ctx.from_output)
+            return d_grad, d_saved, None, None
+
+    class Forward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, p, inplace):
+            from_output = spec.saves_output(p)
+            need_grad = ctx.needs_input_grad[0]
+            ctx.p, ctx.from_output = p, from_output
+            if not inplace:
+                y = forward_op(x, p)
+                if need_grad:
+                    ctx.save_for_backward(y if from_output else x)
+                return y
+            # In place: what the backward reads must survive the overwrite.
+            saved_input = x.clone() if need_grad and not from_output else None
+            inplace_op(x, p)
+            ctx.mark_dirty(x)
+            if need_grad:
+                ctx.save_for_backward(x if from_output else saved_input)
+            return x
+
+        @staticmethod
+        def backward(ctx, grad):
+            (saved,) = ctx.saved_tensors
+            return Backward.apply(grad, saved, ctx.p, ctx.from_output), None, None
+
+    Forward.__name__ = Forward.__qualname__ = _camel(spec.op) + "Function"
+    Backward.__name__ = Backward.__qualname__ = _camel(spec.op) + "BackwardFunction"
+    return Forward
+
+
+def _prelu_reference(x, w):
+    if w.numel() > 1:  # one slope per channel, along dim 1
+        w = w.reshape((1, -1) + (1,) * (x.dim() - 2))
+    return torch.where(x > 0, x, w * x)
+
+
+def _swish_reference(x, beta):
+    if beta.numel() > 1:
+        beta = beta.reshape((1, -1) + (1,) * (x.dim() - 2))
+    return x * torch.sigmoid(beta * x)
+
+
+def _grads_through(reference, grad, x, w, needs):
+    """First-order gradients of reference(x, w), kept differentiable (for double backward)."""
+    with torch.enable_grad():
+        xi = x if x.requires_grad else x.detach().requires_grad_()
+        wi = w if w.requires_grad else w.detach().requires_grad_()
+        y = reference(xi, wi)
+        dx, dw = torch.autograd.grad(y, (xi, wi), grad, create_graph=True, allow_unused=True)
+    return (dx if needs[0] else None), (dw if needs[1] else None)
+
+
+def _make_weighted(op_name, reference):
+    forward_op = getattr(ops, op_name)
+    backward_op = getattr(ops, op_name + "_backward")
+
+    class WeightedForward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, weight):
+            if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
+                ctx.save_for_backward(x, weight)
+            return forward_op(x, weight)
+
+        @staticmethod
+        def backward(ctx, grad):
+            x, weight = ctx.saved_tensors
+            needs = ctx.needs_input_grad[:2]
+            if torch.is_grad_enabled():  # a graph of the gradient is wanted
+                return _grads_through(reference, grad, x, weight, needs)
+            dx, dw = backward_op(grad, x, weight, needs[1])
+            return (dx if needs[0] else None), (dw if needs[1] else None)
+
+    WeightedForward.__name__ = WeightedForward.__qualname__ = _camel(op_name) + "Function"
+    return WeightedForward
+
+
+ReluFunction = _make_elementwise(KERNELS["relu"])
+Relu6Function = _make_elementwise(KERNELS["relu6"])
+LeakyReluFunction = _make_elementwise(KERNELS["leaky_relu"])
+EluFunction = _make_elementwise(KERNELS["elu"])
+SigmoidFunction = _make_elementwise(KERNELS["sigmoid"])
+TanhFunction = _make_elementwise(KERNELS["tanh"])
+SwishFunction = _make_elementwise(KERNELS["swish"])
+PreluFunction = _make_weighted("prelu", _prelu_reference)
+SwishWeightedFunction = _make_weighted("swish_weighted", _swish_reference)
+
+__all__ = [
+    "ReluFunction", "Relu6Function", "LeakyReluFunction", "EluFunction", "SigmoidFunction",
+    "TanhFunction", "SwishFunction", "PreluFunction", "SwishWeightedFunction",
+]

@@ -1,0 +1,116 @@
+"""Functional forms, with torch.nn.functional's signatures and defaults.
+
+Floating-point inputs (float32, float64, float16, bfloat16) on CPU or CUDA run the fused
+kernels.  Other inputs get torch's own result where torch defines one (integer inputs
+of relu/relu6 stay integer; sigmoid/tanh promote integers to the default float dtype as
+torch does) and otherwise a TypeError naming the operator.
+"""
+from typing import Union
+
+import torch
+import torch.nn.functional as F
+
+from . import autograd as _ag
+from ._ops import built_with_cuda
+
+_FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
+_BUILT_WITH_CUDA = built_with_cuda()
+
+
+def _check(name, x, torch_fallback=None, promote_integers=False):
+    """Returns the tensor the kernel runs on, or ("torch", result) for torch's own answer."""
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"fused_act.{name}: expected a torch.Tensor as input, got {type(x).__name__}")
+    if x.device.type == "cuda" and not _BUILT_WITH_CUDA:
+        raise RuntimeError(
+            f"fused_act.{name}: the input is on {x.device}, but fused_act was built without "
+            "CUDA kernels; reinstall it on a machine with nvcc and a CUDA build of torch "
+            "(FUSED_ACT_CUDA=1 makes the build fail instead of skipping them)")
+    if x.device.type not in ("cpu", "cuda", "meta"):
+        raise RuntimeError(f"fused_act.{name}: no kernel for device '{x.device.type}' "
+                           "(supported: cpu, cuda)")
+    if x.dtype in _FLOAT_DTYPES:
+        return x, None
+    if promote_integers and not x.is_complex() and not x.is_floating_point():
+        return x.to(torch.get_default_dtype()), None
+    if torch_fallback is not None:
+        try:
+            return None, torch_fallback()
+        except (RuntimeError, NotImplementedError) as err:
+            raise TypeError(f"fused_act.{name}: unsupported dtype {x.dtype}; supported: "
+                            "float32, float64, float16, bfloat16") from err
+    raise TypeError(f"fused_act.{name}: unsupported dtype {x.dtype}; supported: "
+                    "float32, float64, float16, bfloat16")
+
+
+def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    x, other = _check("relu", input, lambda: F.relu(input, inplace=inplace))
+    return other if x is None else _ag.ReluFunction.apply(x, 0.0, inplace)
+
+
+def relu_(input: torch.Tensor) -> torch.Tensor:
+    return relu(input, inplace=True)
+
+
+def relu6(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    x, other = _check("relu6", input, lambda: F.relu6(input, inplace=inplace))
+    return other if x is None else _ag.Relu6Function.apply(x, 0.0, inplace)
+
+
+def leaky_relu(input: torch.Tensor, negative_slope: float = 0.01,
+               inplace: bool = False) -> torch.Tensor:
+    x, other = _check("leaky_relu", input,
+                      lambda: F.leaky_relu(input, negative_slope, inplace=inplace))
+    return other if x is None else _ag.LeakyReluFunction.apply(x, float(negative_slope), inplace)
+
+
+def leaky_relu_(input: torch.Tensor, negative_slope: float = 0.01) -> torch.Tensor:
+    return leaky_relu(input, negative_slope, inplace=True)
+
+
+def elu(input: torch.Tensor, alpha: float = 1.0, inplace: bool = False) -> torch.Tensor:
+    x, other = _check("elu", input, lambda: F.elu(input, alpha, inplace=inplace))
+    return other if x is None else _ag.EluFunction.apply(x, float(alpha), inplace)
+
+
+def elu_(input: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
+    return elu(input, alpha, inplace=True)
+
+
+def prelu(input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    x, other = _check("prelu", input, lambda: F.prelu(input, weight))
+    if x is None:
+        return other
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"fused_act.prelu: weight must be a torch.Tensor, got {type(weight).__name__}")
+    return _ag.PreluFunction.apply(x, weight)
+
+
+def sigmoid(input: torch.Tensor) -> torch.Tensor:
+    x, other = _check("sigmoid", input, lambda: torch.sigmoid(input), promote_integers=True)
+    return other if x is None else _ag.SigmoidFunction.apply(x, 0.0, False)
+
+
+def tanh(input: torch.Tensor) -> torch.Tensor:
+    x, other = _check("tanh", input, lambda: torch.tanh(input), promote_integers=True)
+    return other if x is None else _ag.TanhFunction.apply(x, 0.0, False)
+
+
+def silu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    x, other = _check("silu", input, lambda: F.silu(input, inplace=inplace))
+    return other if x is None else _ag.SwishFunction.apply(x, 1.0, inplace)
+
+
+def swish(input: torch.Tensor, beta: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
+    """x * sigmoid(beta * x).  A tensor ``beta`` (one element, or one per channel along
+    dim 1) receives a gradient; a float ``beta`` is a constant."""
+    x, other = _check("swish", input, lambda: input * torch.sigmoid(beta * input))
+    if x is None:
+        return other
+    if isinstance(beta, torch.Tensor):
+        return _ag.SwishWeightedFunction.apply(x, beta)
+    return _ag.SwishFunction.apply(x, float(beta), False)
+
+
+__all__ = ["relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "prelu",
+           "sigmoid", "tanh", "silu", "swish"]
