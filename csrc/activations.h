@@ -38,6 +38,13 @@ FA_HD double fa_expm1(double x) { return ::expm1(x); }
 FA_HD float fa_tanh(float x) { return ::tanhf(x); }
 FA_HD double fa_tanh(double x) { return ::tanh(x); }
 
+// sigmoid(z) from e = exp(-|z|) <= 1: 1/(1+e) for z >= 0 and e/(1+e) below, so tiny
+// results keep full relative precision instead of flushing to 0 once exp(-z) overflows.
+template <class T> FA_HD T fa_sigmoid(T z) {
+  T e = fa_exp(-fa_select(z < T(0), -z, z));
+  return fa_select(z < T(0), e, T(1)) / (T(1) + e);
+}
+
 // ---- the activations ---------------------------------------------------------------
 // kFromOutput: whether `s` is the output y (true) or the input x (false).
 
@@ -49,13 +56,13 @@ struct Relu {
   }
 };
 
-// relu6: y = min(max(x, 0), 6); dx = 0 < y < 6 ? dy : 0
+// relu6: y = min(max(x, 0), 6); dx = 0 < y < 6 ? dy : 0 (so 0 for NaN, as in torch)
 struct Relu6 {
   template <class T> FA_HD static T forward(T x, T) {
     return fa_select(x <= T(0), T(0), fa_select(x >= T(6), T(6), x));
   }
   template <bool kFromOutput, class T> FA_HD static T backward(T g, T s, T) {
-    return fa_select(s <= T(0), T(0), fa_select(s >= T(6), T(0), g));
+    return fa_select(s > T(0), fa_select(s < T(6), g, T(0)), T(0));
   }
 };
 
@@ -79,14 +86,15 @@ struct Elu {
     return fa_select(x <= T(0), fa_expm1(x) * alpha, x);
   }
   template <bool kFromOutput, class T> FA_HD static T backward(T g, T s, T alpha) {
-    if (kFromOutput) return fa_select(s <= T(0), g * (s + alpha), g);
-    return fa_select(s <= T(0), g * alpha * fa_exp(s), g);
+    // A NaN takes the negative branch: its gradient is NaN.
+    if (kFromOutput) return fa_select(s > T(0), g, g * (s + alpha));
+    return fa_select(s > T(0), g, g * alpha * fa_exp(s));
   }
 };
 
 // sigmoid: y = 1/(1+exp(-x)); dx = dy*(1-y)*y
 struct Sigmoid {
-  template <class T> FA_HD static T forward(T x, T) { return T(1) / (T(1) + fa_exp(-x)); }
+  template <class T> FA_HD static T forward(T x, T) { return fa_sigmoid(x); }
   template <bool kFromOutput, class T> FA_HD static T backward(T g, T y, T) {
     return g * (T(1) - y) * y;
   }
@@ -100,20 +108,19 @@ struct Tanh {
   }
 };
 
-// swish / silu (beta = 1): y = x*sigmoid(beta*x) = x/(1+exp(-beta*x))
-//   dx    = dy*s*(1 + beta*x*(1-s)),  s = sigmoid(beta*x) recomputed from the saved input
-//   dbeta = dy*x*x*s*(1-s)
+// swish / silu (beta = 1): y = x*sigmoid(beta*x)
+//   dx    = dy*(s + beta*s*x*(1-s)),  s = sigmoid(beta*x) recomputed from the saved input
+//   dbeta = dy*x*s*(1-s)*x
+// Products are grouped so that a huge |x| meets s*(1-s) = 0 before it can overflow.
 struct Swish {
-  template <class T> FA_HD static T forward(T x, T beta) {
-    return x / (T(1) + fa_exp(-(beta * x)));
-  }
+  template <class T> FA_HD static T forward(T x, T beta) { return x * fa_sigmoid(beta * x); }
   template <bool kFromOutput, class T> FA_HD static T backward(T g, T x, T beta) {
-    T s = T(1) / (T(1) + fa_exp(-(beta * x)));
-    return g * s * (T(1) + beta * x * (T(1) - s));
+    T s = fa_sigmoid(beta * x);
+    return g * (s + (beta * s) * (x * (T(1) - s)));
   }
   template <class T> FA_HD static T weight_grad(T g, T x, T beta) {
-    T s = T(1) / (T(1) + fa_exp(-(beta * x)));
-    return g * x * x * s * (T(1) - s);
+    T s = fa_sigmoid(beta * x);
+    return ((g * x) * (s * (T(1) - s))) * x;
   }
 };
 

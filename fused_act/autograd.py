@@ -84,8 +84,13 @@ def _make_elementwise(spec: KernelSpec):
             return d_grad, d_saved, None, None
 
     class Forward(torch.autograd.Function):
+        """apply(x, p, inplace, input_copy=None).  For an in-place call whose backward
+        reads the input, pass ``input_copy = x.clone()`` taken under autograd (as
+        fused_act.functional does): the backward reads it, and double backward reaches x
+        through it.  Without it, a copy is taken here (first-order gradients only)."""
+
         @staticmethod
-        def forward(ctx, x, p, inplace):
+        def forward(ctx, x, p, inplace, input_copy=None):
             from_output = spec.saves_output(p)
             need_grad = ctx.needs_input_grad[0]
             ctx.p, ctx.from_output = p, from_output
@@ -95,21 +100,33 @@ def _make_elementwise(spec: KernelSpec):
                     ctx.save_for_backward(y if from_output else x)
                 return y
             # In place: what the backward reads must survive the overwrite.
-            saved_input = x.clone() if need_grad and not from_output else None
+            if need_grad and not from_output and input_copy is None:
+                input_copy = x.clone()
             inplace_op(x, p)
             ctx.mark_dirty(x)
             if need_grad:
-                ctx.save_for_backward(x if from_output else saved_input)
+                ctx.save_for_backward(x if from_output else input_copy)
             return x
 
         @staticmethod
         def backward(ctx, grad):
             (saved,) = ctx.saved_tensors
-            return Backward.apply(grad, saved, ctx.p, ctx.from_output), None, None
+            return Backward.apply(grad, saved, ctx.p, ctx.from_output), None, None, None
+
+    Forward.spec = spec
 
     Forward.__name__ = Forward.__qualname__ = _camel(spec.op) + "Function"
     Backward.__name__ = Backward.__qualname__ = _camel(spec.op) + "BackwardFunction"
     return Forward
+
+
+def apply_elementwise(function, x, p, inplace):
+    """Calls an elementwise Function, giving an in-place call that must keep its input
+    the copy it needs (made here, under autograd, so double backward reaches x)."""
+    if (inplace and torch.is_grad_enabled() and x.requires_grad
+            and not function.spec.saves_output(p)):
+        return function.apply(x, p, True, x.clone())
+    return function.apply(x, p, inplace)
 
 
 def _prelu_reference(x, w):

@@ -45,7 +45,7 @@ def _check(name, x, torch_fallback=None, promote_integers=False):
 
 def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     x, other = _check("relu", input, lambda: F.relu(input, inplace=inplace))
-    return other if x is None else _ag.ReluFunction.apply(x, 0.0, inplace)
+    return other if x is None else _ag.apply_elementwise(_ag.ReluFunction, x, 0.0, inplace)
 
 
 def relu_(input: torch.Tensor) -> torch.Tensor:
@@ -54,14 +54,14 @@ def relu_(input: torch.Tensor) -> torch.Tensor:
 
 def relu6(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     x, other = _check("relu6", input, lambda: F.relu6(input, inplace=inplace))
-    return other if x is None else _ag.Relu6Function.apply(x, 0.0, inplace)
+    return other if x is None else _ag.apply_elementwise(_ag.Relu6Function, x, 0.0, inplace)
 
 
 def leaky_relu(input: torch.Tensor, negative_slope: float = 0.01,
                inplace: bool = False) -> torch.Tensor:
     x, other = _check("leaky_relu", input,
                       lambda: F.leaky_relu(input, negative_slope, inplace=inplace))
-    return other if x is None else _ag.LeakyReluFunction.apply(x, float(negative_slope), inplace)
+    return other if x is None else _ag.apply_elementwise(_ag.LeakyReluFunction, x, float(negative_slope), inplace)
 
 
 def leaky_relu_(input: torch.Tensor, negative_slope: float = 0.01) -> torch.Tensor:
@@ -70,7 +70,7 @@ def leaky_relu_(input: torch.Tensor, negative_slope: float = 0.01) -> torch.Tens
 
 def elu(input: torch.Tensor, alpha: float = 1.0, inplace: bool = False) -> torch.Tensor:
     x, other = _check("elu", input, lambda: F.elu(input, alpha, inplace=inplace))
-    return other if x is None else _ag.EluFunction.apply(x, float(alpha), inplace)
+    return other if x is None else _ag.apply_elementwise(_ag.EluFunction, x, float(alpha), inplace)
 
 
 def elu_(input: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
@@ -88,17 +88,17 @@ def prelu(input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 def sigmoid(input: torch.Tensor) -> torch.Tensor:
     x, other = _check("sigmoid", input, lambda: torch.sigmoid(input), promote_integers=True)
-    return other if x is None else _ag.SigmoidFunction.apply(x, 0.0, False)
+    return other if x is None else _ag.apply_elementwise(_ag.SigmoidFunction, x, 0.0, False)
 
 
 def tanh(input: torch.Tensor) -> torch.Tensor:
     x, other = _check("tanh", input, lambda: torch.tanh(input), promote_integers=True)
-    return other if x is None else _ag.TanhFunction.apply(x, 0.0, False)
+    return other if x is None else _ag.apply_elementwise(_ag.TanhFunction, x, 0.0, False)
 
 
 def silu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     x, other = _check("silu", input, lambda: F.silu(input, inplace=inplace))
-    return other if x is None else _ag.SwishFunction.apply(x, 1.0, inplace)
+    return other if x is None else _ag.apply_elementwise(_ag.SwishFunction, x, 1.0, inplace)
 
 
 def swish(input: torch.Tensor, beta: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:

@@ -39,6 +39,12 @@ def _slopes(x, n):
     return torch.linspace(-0.2, 0.5, n, dtype=x.dtype, device=x.device)
 
 
+def _swish_reference(x, beta=1.0):
+    if isinstance(beta, torch.Tensor) and beta.numel() == 1:
+        beta = beta.reshape(())  # one shared beta: the output keeps x's shape
+    return x * torch.sigmoid(beta * x)
+
+
 def _channels(x):
     return x.shape[1] if x.dim() >= 2 else 1
 
@@ -72,7 +78,7 @@ ACTIVATIONS = (
                "output"),
     Activation("silu", FA.silu, F.silu, M.SiLU, nn.SiLU, (Setting("default"),),
                lambda x: x * torch.sigmoid(x), "input", inplace=True),
-    Activation("swish", FA.swish, lambda x, beta=1.0: x * torch.sigmoid(beta * x), M.Swish,
+    Activation("swish", FA.swish, _swish_reference, M.Swish,
                nn.SiLU,
                (Setting("default"), Setting("beta1.7", lambda x: {"beta": 1.7}),
                 Setting("beta_tensor", lambda x: {"beta": torch.full((1,), 0.8, dtype=x.dtype,

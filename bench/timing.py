@@ -1,0 +1,137 @@
+"""Timing and memory measurement for bench/run.py.
+
+Rules kept here so that every figure is comparable:
+  * all implementations are measured in one process, after warm-up, interleaved
+    (round-robin over the implementations in every repeat, with the starting point rotated);
+  * on CUDA the clock is a pair of CUDA events on the current stream, read after a
+    synchronize; on CPU it is time.perf_counter around a region that has nothing pending;
+  * a measurement runs the timed call ``number`` times (``number`` calibrated so that one
+    measurement lasts at least ``min_time`` seconds) and yields the time per call; the
+    reported figures are the median and the spread over ``repeats`` measurements.
+"""
+import math
+import time
+from dataclasses import dataclass
+from typing import Callable, Dict, List, Optional
+
+import numpy as np
+import torch
+
+
+class Clock:
+    """Wall clock on CPU, CUDA events on CUDA."""
+
+    def __init__(self, device: torch.device):
+        self.cuda = device.type == "cuda"
+
+    def sync(self):
+        if self.cuda:
+            torch.cuda.synchronize()
+
+    def time_loop(self, fn: Callable[[], object], number: int) -> float:
+        """Seconds per call of ``fn()``, called ``number`` times back to back."""
+        self.sync()
+        if self.cuda:
+            start = torch.cuda.Event(enable_timing=True)
+            end = torch.cuda.Event(enable_timing=True)
+            start.record()
+            for _ in range(number):
+                fn()
+            end.record()
+            end.synchronize()
+            return start.elapsed_time(end) / 1e3 / number
+        t0 = time.perf_counter()
+        for _ in range(number):
+            fn()
+        return (time.perf_counter() - t0) / number
+
+    def time_with_setup(self, setup: Callable[[], object], fn: Callable[[object], object],
+                        number: int) -> float:
+        """Seconds per call of ``fn(setup())``, timing only ``fn``: ``setup`` (e.g. the
+        forward pass that builds the autograd graph a backward consumes) runs outside the
+        timed region, and so does freeing what ``fn`` returned."""
+        self.sync()
+        if self.cuda:
+            events = []
+            for _ in range(number):
+                state = setup()
+                start = torch.cuda.Event(enable_timing=True)
+                end = torch.cuda.Event(enable_timing=True)
+                start.record()
+                out = fn(state)
+                end.record()
+                events.append((start, end))
+                del out, state
+            torch.cuda.synchronize()
+            return sum(s.elapsed_time(e) for s, e in events) / 1e3 / number
+        total = 0.0
+        for _ in range(number):
+            state = setup()
+            t0 = time.perf_counter()
+            out = fn(state)
+            total += time.perf_counter() - t0
+            del out, state
+        return total / number
+
+
+@dataclass
+class Candidate:
+    """One implementation in one phase: ``measure(number)`` -> seconds per call."""
+
+    name: str
+    measure: Callable[[int], float]
+    number: int = 1
+
+    def calibrate(self, min_time: float, warmup: int, max_number: int = 100_000):
+        for _ in range(warmup):
+            self.measure(1)
+        once = max(self.measure(1), 1e-7)
+        self.number = int(min(max_number, max(1, math.ceil(min_time / once))))
+
+
+def interleaved(candidates: List[Candidate], repeats: int, min_time: float,
+                warmup: int = 2) -> Dict[str, List[float]]:
+    """Warms up and calibrates every candidate, then measures them round-robin, ``repeats``
+    times each, rotating which one goes first so none is always first after a pause."""
+    for cand in candidates:
+        cand.calibrate(min_time, warmup)
+    times: Dict[str, List[float]] = {c.name: [] for c in candidates}
+    n = len(candidates)
+    for r in range(repeats):
+        for i in range(n):
+            cand = candidates[(r + i) % n]
+            times[cand.name].append(cand.measure(cand.number))
+    return times
+
+
+def summarize(samples: List[float]) -> Dict[str, float]:
+    """Median, min, max and the 20th/80th percentiles of per-call times (seconds)."""
+    a = np.asarray(samples, dtype=np.float64)
+    return {
+        "median_s": float(np.median(a)),
+        "min_s": float(a.min()),
+        "max_s": float(a.max()),
+        "p20_s": float(np.percentile(a, 20)),
+        "p80_s": float(np.percentile(a, 80)),
+        "n_samples": int(a.size),
+    }
+
+
+def saved_bytes(forward: Callable[[], object], exclude: Optional[set] = None) -> int:
+    """Bytes kept alive for backward by one forward: the sizes of the distinct storages
+    of the tensors autograd saves (seen through saved_tensors_hooks), optionally leaving
+    out storages whose data pointers are in ``exclude`` (e.g. a model's parameters)."""
+    storages: Dict[int, int] = {}
+    exclude = exclude or set()
+
+    def pack(t):
+        s = t.untyped_storage()
+        ptr = s.data_ptr()
+        if ptr not in exclude:
+            storages[ptr] = max(storages.get(ptr, 0), s.nbytes())
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        out = forward()
+    del out
+    return int(sum(storages.values()))
