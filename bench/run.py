@@ -98,9 +98,9 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch and fused_act (default: all usable cores)")
     p.add_argument("--repeats", type=int, default=None,
-                   help="interleaved measurements per implementation (default 7, quick 3)")
+                   help="interleaved measurements per implementation (default 5, quick 3)")
     p.add_argument("--min-time", type=float, default=None,
-                   help="seconds one measurement lasts at least (default 0.01, quick 0.002)")
+                   help="seconds one measurement lasts at least (default 0.005, quick 0.002)")
     p.add_argument("--no-mlp", dest="mlp", action="store_false",
                    help="skip the end-to-end MLP training benchmark")
     p.add_argument("--mlp-steps", type=int, default=None,
@@ -111,9 +111,9 @@ def parse_args(argv=None):
     if args.compile is None:
         args.compile = not args.quick
     if args.repeats is None:
-        args.repeats = 3 if args.quick else 7
+        args.repeats = 3 if args.quick else 5
     if args.min_time is None:
-        args.min_time = 0.002 if args.quick else 0.01
+        args.min_time = 0.002 if args.quick else 0.005
     if args.mlp_steps is None:
         args.mlp_steps = 2 if args.quick else 10
     if args.repeats < 1:

@@ -113,18 +113,19 @@ def _make_elementwise(spec: KernelSpec):
             (saved,) = ctx.saved_tensors
             return Backward.apply(grad, saved, ctx.p, ctx.from_output), None, None, None
 
-    Forward.spec = spec
 
     Forward.__name__ = Forward.__qualname__ = _camel(spec.op) + "Function"
     Backward.__name__ = Backward.__qualname__ = _camel(spec.op) + "BackwardFunction"
     return Forward
 
 
-def apply_elementwise(function, x, p, inplace):
-    """Calls an elementwise Function, giving an in-place call that must keep its input
-    the copy it needs (made here, under autograd, so double backward reaches x)."""
+def apply_elementwise(op, x, p, inplace):
+    """Calls the Function of elementwise operator `op`, giving an in-place call that must
+    keep its input the copy it needs (made here, under autograd, so that double backward
+    reaches x through it)."""
+    function = FUNCTIONS[op]
     if (inplace and torch.is_grad_enabled() and x.requires_grad
-            and not function.spec.saves_output(p)):
+            and not KERNELS[op].saves_output(p)):
         return function.apply(x, p, True, x.clone())
     return function.apply(x, p, inplace)
 
@@ -182,6 +183,10 @@ EluFunction = _make_elementwise(KERNELS["elu"])
 SigmoidFunction = _make_elementwise(KERNELS["sigmoid"])
 TanhFunction = _make_elementwise(KERNELS["tanh"])
 SwishFunction = _make_elementwise(KERNELS["swish"])
+FUNCTIONS = {
+    "relu": ReluFunction, "relu6": Relu6Function, "leaky_relu": LeakyReluFunction,
+    "elu": EluFunction, "sigmoid": SigmoidFunction, "tanh": TanhFunction, "swish": SwishFunction,
+}
 PreluFunction = _make_weighted("prelu", _prelu_reference)
 SwishWeightedFunction = _make_weighted("swish_weighted", _swish_reference)
 

@@ -45,7 +45,7 @@ def _check(name, x, torch_fallback=None, promote_integers=False):
 
 def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     x, other = _check("relu", input, lambda: F.relu(input, inplace=inplace))
-    return other if x is None else _ag.apply_elementwise(_ag.ReluFunction, x, 0.0, inplace)
+    return other if x is None else _ag.apply_elementwise("relu", x, 0.0, inplace)
 
 
 def relu_(input: torch.Tensor) -> torch.Tensor:
@@ -54,14 +54,14 @@ def relu_(input: torch.Tensor) -> torch.Tensor:
 
 def relu6(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     x, other = _check("relu6", input, lambda: F.relu6(input, inplace=inplace))
-    return other if x is None else _ag.apply_elementwise(_ag.Relu6Function, x, 0.0, inplace)
+    return other if x is None else _ag.apply_elementwise("relu6", x, 0.0, inplace)
 
 
 def leaky_relu(input: torch.Tensor, negative_slope: float = 0.01,
                inplace: bool = False) -> torch.Tensor:
     x, other = _check("leaky_relu", input,
                       lambda: F.leaky_relu(input, negative_slope, inplace=inplace))
-    return other if x is None else _ag.apply_elementwise(_ag.LeakyReluFunction, x, float(negative_slope), inplace)
+    return other if x is None else _ag.apply_elementwise("leaky_relu", x, float(negative_slope), inplace)
 
 
 def leaky_relu_(input: torch.Tensor, negative_slope: float = 0.01) -> torch.Tensor:
@@ -70,7 +70,7 @@ def leaky_relu_(input: torch.Tensor, negative_slope: float = 0.01) -> torch.Tens
 
 def elu(input: torch.Tensor, alpha: float = 1.0, inplace: bool = False) -> torch.Tensor:
     x, other = _check("elu", input, lambda: F.elu(input, alpha, inplace=inplace))
-    return other if x is None else _ag.apply_elementwise(_ag.EluFunction, x, float(alpha), inplace)
+    return other if x is None else _ag.apply_elementwise("elu", x, float(alpha), inplace)
 
 
 def elu_(input: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
@@ -83,22 +83,25 @@ def prelu(input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         return other
     if not isinstance(weight, torch.Tensor):
         raise TypeError(f"fused_act.prelu: weight must be a torch.Tensor, got {type(weight).__name__}")
+    if weight.device != x.device:
+        raise RuntimeError(f"fused_act.prelu: weight is on {weight.device} but the input is on "
+                           f"{x.device}")
     return _ag.PreluFunction.apply(x, weight)
 
 
 def sigmoid(input: torch.Tensor) -> torch.Tensor:
     x, other = _check("sigmoid", input, lambda: torch.sigmoid(input), promote_integers=True)
-    return other if x is None else _ag.apply_elementwise(_ag.SigmoidFunction, x, 0.0, False)
+    return other if x is None else _ag.apply_elementwise("sigmoid", x, 0.0, False)
 
 
 def tanh(input: torch.Tensor) -> torch.Tensor:
     x, other = _check("tanh", input, lambda: torch.tanh(input), promote_integers=True)
-    return other if x is None else _ag.apply_elementwise(_ag.TanhFunction, x, 0.0, False)
+    return other if x is None else _ag.apply_elementwise("tanh", x, 0.0, False)
 
 
 def silu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     x, other = _check("silu", input, lambda: F.silu(input, inplace=inplace))
-    return other if x is None else _ag.apply_elementwise(_ag.SwishFunction, x, 1.0, inplace)
+    return other if x is None else _ag.apply_elementwise("swish", x, 1.0, inplace)
 
 
 def swish(input: torch.Tensor, beta: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
@@ -109,7 +112,7 @@ def swish(input: torch.Tensor, beta: Union[float, torch.Tensor] = 1.0) -> torch.
         return other
     if isinstance(beta, torch.Tensor):
         return _ag.SwishWeightedFunction.apply(x, beta)
-    return _ag.SwishFunction.apply(x, float(beta), False)
+    return _ag.apply_elementwise("swish", x, float(beta), False)
 
 
 __all__ = ["relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "prelu",

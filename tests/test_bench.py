@@ -1,0 +1,84 @@
+"""Smoke test of bench/run.py: the quick run finishes and writes what it promises."""
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+OPS = ("relu", "silu")  # one op saving its output, one saving its input
+
+
+def _load_run_module(monkeypatch):
+    monkeypatch.syspath_prepend(BENCH)
+    spec = importlib.util.spec_from_file_location("bench_run", os.path.join(BENCH, "run.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("2^20", 2**20), ("2**16", 2**16), ("1048576", 1048576), ("64k", 65536), ("1M", 2**20),
+])
+def test_parse_size(monkeypatch, text, expected):
+    assert _load_run_module(monkeypatch).parse_size(text) == expected
+
+
+def test_parse_size_rejects_garbage(monkeypatch):
+    run = _load_run_module(monkeypatch)
+    with pytest.raises(Exception):
+        run.parse_size("twenty")
+
+
+def test_quick_run_writes_results(tmp_path):
+    # One thread: the smoke test must not depend on how busy the other cores are.
+    cmd = [sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--no-compile",
+           "--device", "cpu", "--threads", "1", "--ops", ",".join(OPS), "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+    for op in OPS:  # the terminal table names every op
+        assert op in proc.stdout
+    names = os.listdir(tmp_path)
+    for ext in (".json", ".csv", ".png"):
+        assert any(n.endswith(ext) for n in names), (ext, names)
+    for png in (n for n in names if n.endswith(".png")):
+        with open(tmp_path / png, "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+    (json_name,) = [n for n in names if n.endswith(".json")]
+    with open(tmp_path / json_name) as f:
+        data = json.load(f)
+    env = data["environment"]
+    for key in ("device", "device_name", "dtype", "sizes", "torch_version",
+                "fused_act_version", "threads", "date"):
+        assert key in env, key
+    assert env["device"] == "cpu" and env["dtype"] == "float32" and env["threads"] == 1
+
+    rows = data["kernels"]
+    assert {r["op"] for r in rows} == set(OPS)
+    for op in OPS:
+        for phase in ("forward", "backward", "fwd+bwd"):
+            impls = {r["impl"]: r for r in rows if r["op"] == op and r["phase"] == phase
+                     and r["size"] == env["sizes"][0]}
+            assert {"fused_act", "torch", "composite", "copy"} <= set(impls), (op, phase)
+            assert "compiled" not in impls  # --no-compile
+            for r in impls.values():
+                assert r["median_s"] > 0 and r["min_s"] <= r["median_s"] <= r["max_s"]
+                assert r["gbps"] > 0 and r["frac_copy"] > 0
+            assert impls["fused_act"]["agrees_with_torch"] is True
+            assert impls["torch"]["fused_speedup"] > 0
+    # relu saves its output, silu its input: one tensor the size of x either way.
+    for r in rows:
+        if r["op"] in OPS and r["impl"] == "fused_act":
+            assert r["saved_bytes"] == r["input_bytes"]
+
+    mlp = {m["op"]: m for m in data["mlp"]}
+    assert set(mlp) == set(OPS)
+    for m in mlp.values():
+        assert m["torch_steps_per_s"] > 0 and m["fused_act_steps_per_s"] > 0
+        assert m["loss_match"]
+        assert m["fused_act_saved_bytes"] > 0

@@ -1,0 +1,229 @@
+"""PyTorch integration: operator registration, opcheck, torch.compile, convert(), errors."""
+import os
+import struct
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+import fused_act
+import fused_act.functional as FA
+from fused_act._ops import ELEMENTWISE_OPS, WEIGHTED_OPS
+from fused_act.table import ACTIVATIONS
+
+from conftest import DEVICES
+from helpers import close
+
+ALL_OPS = ([n for op in ELEMENTWISE_OPS for n in (op, op + "_", op + "_backward")]
+           + [n for op in WEIGHTED_OPS for n in (op, op + "_backward")])
+
+
+# ---- registration -------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ALL_OPS)
+def test_cpu_kernel_registered(name):
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_act::{name}", "CPU")
+
+
+def _elf_section_sizes(path):
+    """Section name -> size of an ELF64 little-endian shared library."""
+    with open(path, "rb") as f:
+        data = f.read()
+    assert data[:4] == b"\x7fELF" and data[4] == 2
+    shoff, = struct.unpack_from("<Q", data, 0x28)
+    shentsize, shnum, shstrndx = struct.unpack_from("<HHH", data, 0x3A)
+    headers = [struct.unpack_from("<IIQQQQIIQQ", data, shoff + i * shentsize) for i in range(shnum)]
+    names_off = headers[shstrndx][4]
+    out = {}
+    for h in headers:
+        end = data.index(b"\0", names_off + h[0])
+        out[data[names_off + h[0]:end].decode()] = h[5]
+    return out
+
+
+CUDA_EXPECTED = os.environ.get("FUSED_ACT_EXPECT_CUDA") == "1"
+
+
+@pytest.mark.skipif(not (fused_act.built_with_cuda() or CUDA_EXPECTED),
+                    reason="this build has no CUDA kernels and none were expected")
+def test_cuda_kernels_compiled_linked_and_registered():
+    assert fused_act.built_with_cuda(), "FUSED_ACT_EXPECT_CUDA=1 but the build has no CUDA kernels"
+    for name in ALL_OPS:
+        assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_act::{name}", "CUDA"), name
+    # The library carries device code (a fatbinary) and links the CUDA runtime.
+    sections = _elf_section_sizes(fused_act._ops._C.__file__)
+    assert sections.get(".nv_fatbin", 0) > 0
+    with open(fused_act._ops._C.__file__, "rb") as f:
+        blob = f.read()
+    assert b"libcudart" in blob or b"cudaLaunchKernel" in blob
+
+
+def test_backends_report():
+    b = fused_act.backends()
+    assert b["cpu"] and b["cpu_capability"] in ("avx512", "avx2", "baseline")
+    assert b["cuda_built"] == fused_act.built_with_cuda()
+
+
+def test_cpu_capability_switch_rejects_unknown():
+    with pytest.raises(RuntimeError, match="unknown CPU capability"):
+        fused_act.set_cpu_capability("sse9")
+
+
+# ---- opcheck --------------------------------------------------------------------------
+
+def _op_samples(device):
+    x = torch.randn(5, 4, 3, device=device)
+    g = torch.randn(5, 4, 3, device=device)
+    w = torch.rand(4, device=device)
+    for op in ELEMENTWISE_OPS:
+        p = 0.5 if op in ("leaky_relu", "elu", "swish") else 0.0
+        yield op, (x, p)
+        yield op + "_", (x.clone(), p)
+        yield op + "_backward", (g, torch.sigmoid(x), p, True)
+        yield op + "_backward", (g, x, p, False)
+    for op in WEIGHTED_OPS:
+        yield op, (x, w)
+        yield op + "_backward", (g, x, w, True)
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_opcheck(device):
+    # The raw operators carry no autograd formula of their own (the autograd.Functions
+    # differentiate them, checked by gradcheck), so samples do not require grad.
+    for name, args in _op_samples(device):
+        torch.library.opcheck(getattr(torch.ops.fused_act, name), args)
+
+
+# ---- torch.compile ----------------------------------------------------------------------
+
+CASES = [pytest.param(a, s, id=f"{a.name}-{s.id}") for a in ACTIVATIONS for s in a.settings]
+
+
+@pytest.mark.parametrize("act,setting", CASES)
+def test_compile_fullgraph_forward_backward(act, setting):
+    torch._dynamo.reset()
+    x = torch.randn(6, 5, 4)
+    kw = setting.kwargs(x)
+
+    def f(t):
+        return act.fused(t * 1.0, **kw).sum(dim=0)
+
+    compiled = torch.compile(f, fullgraph=True, backend="aot_eager")
+    a = x.clone().requires_grad_()
+    b = x.clone().requires_grad_()
+    ya, yb = compiled(a), f(b)
+    close(ya, yb)
+    g = torch.randn_like(ya)
+    ya.backward(g)
+    yb.backward(g)
+    close(a.grad, b.grad)
+
+
+def _all_activations_model():
+    return nn.Sequential(
+        nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 32), nn.LeakyReLU(0.1, inplace=True),
+        nn.Linear(32, 32), nn.ELU(0.7), nn.Linear(32, 32), nn.PReLU(32),
+        nn.Linear(32, 32), nn.SiLU(inplace=True), nn.Linear(32, 32), nn.Tanh(),
+        nn.Linear(32, 32), nn.ReLU6(inplace=True), nn.Linear(32, 8), nn.Sigmoid())
+
+
+def test_compile_inductor_fullgraph_on_converted_model():
+    torch._dynamo.reset()
+    torch.manual_seed(1)
+    model = _all_activations_model()
+    fused = fused_act.convert(_copy(model))
+    compiled = torch.compile(fused, fullgraph=True)
+    x = torch.randn(64, 16)
+    y = compiled(x)
+    y_ref = model(x)
+    close(y, y_ref)
+    y.sum().backward()
+    y_ref.sum().backward()
+    for p, q in zip(fused.parameters(), model.parameters()):
+        close(p.grad, q.grad)
+
+
+# ---- convert ------------------------------------------------------------------------------
+
+def _copy(model):
+    import copy
+    return copy.deepcopy(model)
+
+
+def test_convert_keeps_settings_parameters_and_outputs():
+    torch.manual_seed(2)
+    model = nn.Sequential(_all_activations_model(), nn.Sequential(nn.PReLU(), nn.Tanh()))
+    reference = _copy(model)
+    prelu_weight = model[0][7].weight
+    model.eval()
+    converted = fused_act.convert(model)
+    assert converted is model and not converted.training
+    kinds = [type(m) for m in converted.modules()]
+    for cls in (nn.ReLU, nn.LeakyReLU, nn.ELU, nn.PReLU, nn.SiLU, nn.Tanh, nn.ReLU6, nn.Sigmoid):
+        assert cls not in kinds
+    m = converted[0]
+    assert isinstance(m[3], fused_act.LeakyReLU) and m[3].negative_slope == 0.1 and m[3].inplace
+    assert isinstance(m[5], fused_act.ELU) and m[5].alpha == 0.7 and not m[5].inplace
+    assert isinstance(m[7], fused_act.PReLU) and m[7].weight is prelu_weight
+    assert m[7].num_parameters == 32
+    assert isinstance(m[9], fused_act.SiLU) and m[9].inplace
+    assert isinstance(m[13], fused_act.ReLU6) and m[13].inplace
+    assert isinstance(converted[1][0], fused_act.PReLU)
+    x = torch.randn(10, 16)
+    close(converted(x), reference.eval()(x))
+    assert fused_act.convert(converted) is converted  # idempotent
+    assert isinstance(fused_act.convert(nn.SiLU()), fused_act.SiLU)
+
+
+# ---- bad input ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize("act", ACTIVATIONS, ids=lambda a: a.name)
+@pytest.mark.parametrize("dtype", [torch.bool, torch.complex64, torch.int64, torch.int32],
+                         ids=str)
+def test_non_float_dtypes_get_torch_result_or_clear_error(act, dtype):
+    x = torch.tensor([1, 0, 2, 1], dtype=dtype) if dtype != torch.complex64 else torch.tensor(
+        [1 + 1j, -2j, 0.5, -1], dtype=dtype)
+    kw = act.settings[0].kwargs(torch.zeros(4))
+    try:
+        expected = act.reference(x, **kw)
+    except (RuntimeError, NotImplementedError, TypeError):
+        with pytest.raises(TypeError, match=rf"fused_act\.{act.name}: unsupported dtype"):
+            act.fused(x, **kw)
+        return
+    got = act.fused(x, **kw)
+    assert got.dtype == expected.dtype
+    torch.testing.assert_close(got, expected)
+
+
+def test_raw_operator_errors_name_the_operator():
+    with pytest.raises(TypeError, match=r"fused_act::relu: input has dtype Long"):
+        torch.ops.fused_act.relu(torch.tensor([1, 2]), 0.0)
+    with pytest.raises(RuntimeError, match=r"fused_act::sigmoid: grad has shape"):
+        torch.ops.fused_act.sigmoid_backward(torch.ones(3), torch.ones(4), 0.0, True)
+    with pytest.raises(TypeError, match=r"fused_act::tanh: saved tensor has dtype"):
+        torch.ops.fused_act.tanh_backward(torch.ones(3), torch.ones(3, dtype=torch.float64), 0.0, True)
+
+
+def test_prelu_weight_errors():
+    x = torch.randn(2, 4, 5)
+    with pytest.raises(RuntimeError, match=r"fused_act::prelu: weight has 3 elements but the input has 4 channels"):
+        FA.prelu(x, torch.ones(3))
+    with pytest.raises(RuntimeError, match=r"fused_act::prelu: weight must be a scalar or a 1-D"):
+        FA.prelu(x, torch.ones(1, 4))
+    with pytest.raises(TypeError, match=r"fused_act::prelu: weight has dtype"):
+        FA.prelu(x, torch.ones(4, dtype=torch.float64))
+    with pytest.raises(RuntimeError, match=r"fused_act.prelu: weight is on meta"):
+        FA.prelu(x, torch.ones(4, device="meta"))
+    with pytest.raises(TypeError, match=r"fused_act.prelu: weight must be a torch.Tensor"):
+        FA.prelu(x, 0.25)
+
+
+def test_non_tensor_input():
+    with pytest.raises(TypeError, match=r"fused_act.relu: expected a torch.Tensor"):
+        FA.relu([1.0, 2.0])
+
+
+def test_meta_tensors_give_shapes():
+    x = torch.empty(3, 7, device="meta")
+    assert FA.silu(x).shape == (3, 7) and FA.silu(x).device.type == "meta"
