@@ -124,8 +124,13 @@ def apply_elementwise(op, x, p, inplace):
     keep its input the copy it needs (made here, under autograd, so that double backward
     reaches x through it)."""
     function = FUNCTIONS[op]
-    if (inplace and torch.is_grad_enabled() and x.requires_grad
-            and not KERNELS[op].saves_output(p)):
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        # No graph to record: call the kernel directly (no Function overhead).
+        if inplace:
+            getattr(ops, op + "_")(x, p)
+            return x
+        return getattr(ops, op)(x, p)
+    if inplace and not KERNELS[op].saves_output(p):
         return function.apply(x, p, True, x.clone())
     return function.apply(x, p, inplace)
 
