@@ -6,6 +6,7 @@ from collections import OrderedDict
 
 PHASES = ("forward", "backward", "fwd+bwd")
 COMPETITORS = ("torch", "composite", "compiled")
+FRAC_COPY_CLIP = 3.0  # upper limit of the y axis of the bandwidth plot
 
 
 # ---------------------------------------------------------------- formatting helpers
@@ -91,7 +92,8 @@ def header(env):
     load, cores = env.get("load_average_1min"), env.get("usable_cores")
     if env["device"] == "cpu" and load is not None and cores and load > 0.5 * cores:
         text += (f"\nnote: the machine is busy (load average {load:.1f} on {cores} cores "
-                 "before the start): CPU figures will be noisy")
+                 "before the start): CPU figures will be noisy"
+                 + ("; --threads 1 is less affected" if env["threads"] > 1 else ""))
     return text
 
 
@@ -234,7 +236,8 @@ def _legend(fig, axes):
             h, lb = ax.get_legend_handles_labels()
             if len(lb) > len(labels):
                 handles, labels = h, lb
-    fig.tight_layout(rect=(0, 0, 0.9, 0.94))
+    top = 1 - 0.7 / fig.get_figheight()  # room for a two-line title
+    fig.tight_layout(rect=(0, 0, 0.9, top))
     fig.legend(handles, labels, loc="center right", fontsize=9)
 
 
@@ -304,8 +307,11 @@ def plot_files(stem, env, rows):
                 ax.plot(xs, ys, ls="--", marker=".", color=colors(k), alpha=0.7)
         ax.axhline(1.0, color="black", lw=0.8)
         setup_axis(ax)
-        ax.set_ylim(bottom=0)
-        ax.set_title(f"{phase}: bandwidth / copy bandwidth", fontsize=10)
+        # A noisy outlier (a copy slowed down by another process) would flatten the rest.
+        clipped = ax.get_ylim()[1] > FRAC_COPY_CLIP
+        ax.set_ylim(0, min(ax.get_ylim()[1], FRAC_COPY_CLIP))
+        ax.set_title(f"{phase}: bandwidth / copy bandwidth"
+                     + (f" (clipped at {FRAC_COPY_CLIP:g})" if clipped else ""), fontsize=10)
     _legend(fig, axes)
     fig.suptitle(title + "\nsolid: fused_act, dashed: torch", fontsize=11)
     paths.append(stem + "-bandwidth.png")

@@ -277,6 +277,8 @@ def bench_size(act, setting, first_setting, n, device, dtype, compiled, args, cl
     kwargs = setting.kwargs(x)
     impls = implementations(act, kwargs, first_setting, compiled)
     agrees, dropped, first_call_s = check_agreement(impls, x, g, dtype)
+    if "fused_act" in dropped:
+        raise RuntimeError(f"fused_act.functional.{act.name} failed on {device}/{dtype}")
     for name in dropped:
         impls.pop(name)
 
@@ -376,7 +378,7 @@ def main(argv=None):
     print(report.header(env), flush=True)
     total = len(jobs) * len(sizes) + (len(acts) if args.mlp else 0)
     progress = _Progress(total, "bench")
-    rows, compile_s, mlp_rows = [], {}, []
+    rows, compile_s, mlp_rows, failures = [], {}, [], []
     t_start = time.time()
     try:
         for act, setting, first in jobs:
@@ -388,8 +390,15 @@ def main(argv=None):
             for n in sizes:
                 progress.set(f"{act.name}[{setting.id}] n=2^{n.bit_length() - 1}"
                              if n & (n - 1) == 0 else f"{act.name}[{setting.id}] n={n}")
-                new, first_compiled_s = bench_size(act, setting, first, n, device, dtype,
-                                                   compiled, args, clock)
+                try:
+                    new, first_compiled_s = bench_size(act, setting, first, n, device, dtype,
+                                                       compiled, args, clock)
+                except Exception as err:  # report it, finish the other rows, exit non-zero
+                    failures.append(f"{act.name}[{setting.id}] n={n}: "
+                                    f"{type(err).__name__}: {err}")
+                    progress.write("FAILED " + failures[-1])
+                    progress.update()
+                    continue
                 rows += new
                 if first_compiled_s is not None and n == sizes[0]:
                     compile_s[f"{act.name}[{setting.id}]"] = round(first_compiled_s, 2)
@@ -402,18 +411,23 @@ def main(argv=None):
                                             repeats=max(3, args.repeats // 2 + 1),
                                             warmup=1 if args.quick else 2))
                 except Exception as err:
-                    progress.write(f"MLP with {act.name} failed: {type(err).__name__}: {err}")
+                    failures.append(f"MLP {act.name}: {type(err).__name__}: {err}")
+                    progress.write("FAILED " + failures[-1])
                 progress.update()
     finally:
         progress.close()
     env["wall_time_s"] = round(time.time() - t_start, 1)
     env["compile_time_s"] = compile_s  # first forward+backward call of torch.compile
+    env["failures"] = failures
 
     print(report.tables(rows, mlp_rows, env))
     paths = report.write_files(args.out, env, rows, mlp_rows, plot=args.plot)
     print("\nWritten:")
     for p in paths:
         print(f"  {p}")
+    if failures:
+        print("\nFAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
+        return 1
     return 0
 
 
