@@ -83,14 +83,17 @@ class Candidate:
     number: int = 1
 
     def calibrate(self, min_time: float, warmup: int, max_number: int = 100_000):
-        for _ in range(warmup):
-            self.measure(1)
-        once = max(self.measure(1), 1e-7)
+        once = None
+        for _ in range(max(1, warmup)):
+            once = self.measure(1)
+        if once < 4 * min_time:  # not obviously long enough: time one warm call
+            once = self.measure(1)
+        once = max(once, 1e-7)
         self.number = int(min(max_number, max(1, math.ceil(min_time / once))))
 
 
 def interleaved(candidates: List[Candidate], repeats: int, min_time: float,
-                warmup: int = 2) -> Dict[str, List[float]]:
+                warmup: int = 1) -> Dict[str, List[float]]:
     """Warms up and calibrates every candidate, then measures them round-robin, ``repeats``
     times each, rotating which one goes first so none is always first after a pause."""
     for cand in candidates:
