@@ -271,7 +271,7 @@ def test_backward_saves_the_least_and_keeps_grad_intact(act, setting):
 def test_module_is_a_drop_in(act):
     kwargs = act.module_kwargs
     ours = act.module(**kwargs)
-    theirs = act.torch_module(**kwargs) if act.torch_module is not torch.nn.SiLU or act.name == "silu" else act.torch_module()
+    theirs = act.torch_module(**kwargs)
     assert isinstance(ours, torch.nn.Module)
     if act.name != "swish":
         assert isinstance(ours, act.torch_module)
