@@ -22,6 +22,11 @@ struct CpuKernels {
   static void weighted_backward(Act act, const at::Tensor& g, const at::Tensor& x,
                                 const at::Tensor& w, const at::Tensor& dx, const at::Tensor& dw,
                                 int64_t inner, int64_t channels);
+  // Softmax / log-softmax over rows of n contiguous elements (x, y, g, dx contiguous,
+  // numel a multiple of n, n > 0): y from x, or dx from the gradient g and the output y.
+  static void softmax_forward(const at::Tensor& x, const at::Tensor& y, int64_t n, bool log);
+  static void softmax_backward(const at::Tensor& g, const at::Tensor& y, const at::Tensor& dx,
+                               int64_t n, bool log);
 };
 
 #ifdef FA_WITH_CUDA
@@ -34,6 +39,11 @@ struct CudaKernels {
   static void weighted_backward(Act act, const at::Tensor& g, const at::Tensor& x,
                                 const at::Tensor& w, const at::Tensor& dx, const at::Tensor& dw,
                                 int64_t inner, int64_t channels);
+  // Softmax / log-softmax over rows of n contiguous elements (x, y, g, dx contiguous,
+  // numel a multiple of n, n > 0): y from x, or dx from the gradient g and the output y.
+  static void softmax_forward(const at::Tensor& x, const at::Tensor& y, int64_t n, bool log);
+  static void softmax_backward(const at::Tensor& g, const at::Tensor& y, const at::Tensor& dx,
+                               int64_t n, bool log);
 };
 #endif
 

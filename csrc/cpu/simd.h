@@ -115,6 +115,37 @@ static inline Vec fa_tanh(Vec x) {
   return e / (e + 2.0f);
 }
 
+// ---- horizontal reductions (halving the vector, not a loop over the lanes) ----------
+template <int B> struct FloatVecOf { typedef float type __attribute__((vector_size(B))); };
+
+template <int B, class Op>
+static inline float reduce_lanes(typename FloatVecOf<B>::type v, Op op) {
+  if constexpr (B == 4) {
+    return v[0];
+  } else {
+    typedef typename FloatVecOf<B / 2>::type H;
+    H lo, hi;
+    memcpy(&lo, &v, B / 2);
+    memcpy(&hi, reinterpret_cast<const char*>(&v) + B / 2, B / 2);
+    return reduce_lanes<B / 2>(op(lo, hi), op);
+  }
+}
+
+static inline float hsum(Vec v) {
+  return reduce_lanes<FA_VEC_BYTES>(v.v, [](auto a, auto b) { return a + b; });
+}
+// Lanes are never NaN where this is used (see softmax.h); NaN in b would be dropped.
+static inline float hmax(Vec v) {
+  return reduce_lanes<FA_VEC_BYTES>(v.v, [](auto a, auto b) { return b > a ? b : a; });
+}
+
+// Lane k holds float(k).
+static inline Vec lane_index() {
+  vf v;
+  for (int k = 0; k < kLanes; ++k) v[k] = float(k);
+  return v;
+}
+
 // ---- loads and stores with conversion to/from float --------------------------------
 struct half_t { uint16_t bits; };
 struct bf16_t { uint16_t bits; };
