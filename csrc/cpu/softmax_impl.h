@@ -1,11 +1,13 @@
 // CPU SIMD row kernels of softmax and log-softmax (formulas in ../softmax.h).  Included
 // by kernels_impl.h once per instruction set.
 //
-// Forward, two passes over each row:
-//   1. the online (max, sum of exp) state, one per lane, updated a block of kBlock
-//      vectors at a time (one rescaling exp per block, not per element), then merged
-//      across lanes;
-//   2. y = softmax_output(x, m, 1/s or log s).
+// Forward, by row length n (kLanes floats per vector):
+//   * n <= 4 vectors: the row in registers; max, exp once, sum, output.
+//   * n <= kCachedRow: three passes over a row that stays in L1/L2 -- max; exp and sum
+//     (float softmax keeps the exp in y); output -- so one exp per element.
+//   * longer rows: two passes over memory -- the online (max, sum of exp) state per
+//     lane, updated a block of vectors at a time (one rescaling exp per block), merged
+//     across lanes; then y = softmax_output(x, m, 1/s or log s).
 // Backward (saves y only), two passes: the row sum of dy*y (or dy), then dx.
 // A tail shorter than one vector is loaded through a padded buffer; in the forward its
 // unused lanes are set to -inf, which adds exp(-inf) = 0 to the sum.
@@ -36,18 +38,104 @@ static inline void store_partial(S* p, int64_t n, Vec v) {
   memcpy(p, buf, n * sizeof(S));
 }
 
+constexpr int kRegVecs = 4;               // rows of up to this many vectors stay in registers
+constexpr int64_t kCachedRow = 16384;      // longer rows take the online two-pass path
+constexpr int kOnlineBlock = 8;            // vectors per rescaling step of the online pass
+
+// A short row (n <= kRegVecs * kLanes) loaded once into registers: one exp per element.
 template <bool kLog, class S>
-static void softmax_forward_row(const S* x, S* y, int64_t n) {
-  constexpr int kBlock = 4;
+static void softmax_forward_short(const S* x, S* y, int64_t n) {
+  Vec v[kRegVecs], e[kRegVecs];
+  const int nv = int((n + kLanes - 1) / kLanes);
+  Vec m(softmax_lowest<float>());
+  for (int k = 0; k < nv; ++k) {
+    const int64_t left = n - int64_t(k) * kLanes;
+    v[k] = left >= kLanes ? load(x + k * kLanes) : load_partial(x + k * kLanes, left, -INFINITY);
+    m = softmax_max(m, v[k]);
+  }
+  const Vec row_max(hmax(m));
+  Vec s(0.0f);
+  for (int k = 0; k < nv; ++k) s = s + (e[k] = softmax_exp_term(v[k], row_max));
+  const SoftmaxNorm<float> c = softmax_norm<kLog>(hmax(m), hsum(s));
+  const Vec shift(c.shift), scale(c.scale);
+  for (int k = 0; k < nv; ++k) {
+    // exp(x - m) * scale is softmax_output's formula, with the exp already at hand.
+    const Vec out = kLog ? softmax_output<kLog>(v[k], shift, scale) : e[k] * scale;
+    const int64_t left = n - int64_t(k) * kLanes;
+    if (left >= kLanes)
+      store(y + k * kLanes, out);
+    else
+      store_partial(y + k * kLanes, left, out);
+  }
+}
+
+// A row that stays in cache between passes: max, then the sum of exp (keeping the exp
+// in y for float softmax), then the output.  One exp per element for float (log-)softmax,
+// which is what makes it faster than the online pass on a CPU, where exp is the cost.
+template <bool kLog, class S>
+static void softmax_forward_cached(const S* x, S* y, int64_t n) {
+  constexpr bool kKeepExp = !kLog && sizeof(S) == sizeof(float);
+  Vec m0(softmax_lowest<float>()), m1 = m0;
+  int64_t i = 0;
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    m0 = softmax_max(m0, load(x + i));
+    m1 = softmax_max(m1, load(x + i + kLanes));
+  }
+  for (; i + kLanes <= n; i += kLanes) m0 = softmax_max(m0, load(x + i));
+  if (i < n) m0 = softmax_max(m0, load_partial(x + i, n - i, -INFINITY));
+  const float row_max = hmax(softmax_max(m0, m1));
+  const Vec vmax(row_max);
+  Vec s0(0.0f), s1(0.0f);
+  i = 0;
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    const Vec e0 = softmax_exp_term(load(x + i), vmax);
+    const Vec e1 = softmax_exp_term(load(x + i + kLanes), vmax);
+    if (kKeepExp) store(y + i, e0), store(y + i + kLanes, e1);
+    s0 = s0 + e0;
+    s1 = s1 + e1;
+  }
+  for (; i + kLanes <= n; i += kLanes) {
+    const Vec e0 = softmax_exp_term(load(x + i), vmax);
+    if (kKeepExp) store(y + i, e0);
+    s0 = s0 + e0;
+  }
+  if (i < n) {
+    const Vec e0 = softmax_exp_term(load_partial(x + i, n - i, -INFINITY), vmax);
+    if (kKeepExp) store_partial(y + i, n - i, e0);
+    s0 = s0 + e0;
+  }
+  const SoftmaxNorm<float> c = softmax_norm<kLog>(row_max, hsum(s0 + s1));
+  const Vec shift(c.shift), scale(c.scale);
+  // The output pass: y = softmax_output(x), or for float softmax the kept exp * scale.
+  auto out = [&](const S* xp, const S* yp, int64_t len) {
+    const Vec v = len >= kLanes ? load(xp) : load_partial(xp, len, 0.0f);
+    if (!kKeepExp) return softmax_output<kLog>(v, shift, scale);
+    return (len >= kLanes ? load(yp) : load_partial(yp, len, 0.0f)) * scale;
+  };
+  i = 0;
+  for (; i + kLanes <= n; i += kLanes) store(y + i, out(x + i, y + i, kLanes));
+  if (i < n) store_partial(y + i, n - i, out(x + i, y + i, n - i));
+}
+
+// A long row: the online (max, sum) state per lane, updated a block of kOnlineBlock vectors
+// at a time (one rescaling exp per block), merged across lanes; then the output pass.  Two
+// passes over memory instead of three.
+template <bool kLog, class S>
+static void softmax_forward_online(const S* x, S* y, int64_t n) {
   Vec m(softmax_lowest<float>()), s(0.0f);
   int64_t i = 0;
-  for (; i + kBlock * kLanes <= n; i += kBlock * kLanes) {
-    Vec v[kBlock];
-    for (int k = 0; k < kBlock; ++k) v[k] = load(x + i + k * kLanes);
+  for (; i + kOnlineBlock * kLanes <= n; i += kOnlineBlock * kLanes) {
+    Vec v[kOnlineBlock];
+    for (int k = 0; k < kOnlineBlock; ++k) v[k] = load(x + i + k * kLanes);
     Vec bm = softmax_max(v[0], v[1]);
-    for (int k = 2; k < kBlock; ++k) bm = softmax_max(bm, v[k]);
+    for (int k = 2; k < kOnlineBlock; ++k) bm = softmax_max(bm, v[k]);
     softmax_rescale(m, s, softmax_max(m, bm));
-    for (int k = 0; k < kBlock; ++k) s = s + softmax_exp_term(v[k], m);
+    // The block's terms summed pairwise first: fewer roundings of the large running sum.
+    Vec e[kOnlineBlock];
+    for (int k = 0; k < kOnlineBlock; ++k) e[k] = softmax_exp_term(v[k], m);
+    for (int w = kOnlineBlock / 2; w > 0; w /= 2)
+      for (int k = 0; k < w; ++k) e[k] = e[k] + e[k + w];
+    s = s + e[0];
   }
   for (; i + kLanes <= n; i += kLanes) softmax_online_update(m, s, load(x + i));
   if (i < n) softmax_online_update(m, s, load_partial(x + i, n - i, -INFINITY));
@@ -62,6 +150,16 @@ static void softmax_forward_row(const S* x, S* y, int64_t n) {
     store(y + i, softmax_output<kLog>(load(x + i), shift, scale));
   if (i < n)
     store_partial(y + i, n - i, softmax_output<kLog>(load_partial(x + i, n - i, 0.0f), shift, scale));
+}
+
+template <bool kLog, class S>
+static void softmax_forward_row(const S* x, S* y, int64_t n) {
+  if (n <= kRegVecs * kLanes)
+    softmax_forward_short<kLog>(x, y, n);
+  else if (n <= kCachedRow)
+    softmax_forward_cached<kLog>(x, y, n);
+  else
+    softmax_forward_online<kLog>(x, y, n);
 }
 
 template <bool kLog, class S>
