@@ -8,6 +8,8 @@
 #pragma once
 #include <stdint.h>
 #include <string.h>
+
+#include <utility>
 #if defined(FA_HAVE_F16C)
 #include <immintrin.h>
 #endif
@@ -118,16 +120,24 @@ static inline Vec fa_tanh(Vec x) {
 // ---- horizontal reductions (halving the vector, not a loop over the lanes) ----------
 template <int B> struct FloatVecOf { typedef float type __attribute__((vector_size(B))); };
 
+template <class H, class V, size_t... I>
+static inline H low_half(V v, std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, v, I...);
+}
+template <class H, class V, size_t... I>
+static inline H high_half(V v, std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, v, (I + sizeof...(I))...);
+}
+
+// Register shuffles only: going through memory would stall on store forwarding.
 template <int B, class Op>
 static inline float reduce_lanes(typename FloatVecOf<B>::type v, Op op) {
   if constexpr (B == 4) {
     return v[0];
   } else {
     typedef typename FloatVecOf<B / 2>::type H;
-    H lo, hi;
-    memcpy(&lo, &v, B / 2);
-    memcpy(&hi, reinterpret_cast<const char*>(&v) + B / 2, B / 2);
-    return reduce_lanes<B / 2>(op(lo, hi), op);
+    constexpr auto half = std::make_index_sequence<B / 8>{};
+    return reduce_lanes<B / 2>(op(low_half<H>(v, half), high_half<H>(v, half)), op);
   }
 }
 
@@ -144,6 +154,35 @@ static inline Vec lane_index() {
   vf v;
   for (int k = 0; k < kLanes; ++k) v[k] = float(k);
   return v;
+}
+
+// Natural log (Cephes' logf polynomial, about 1 ULP); 0 -> -inf, inf -> inf, NaN and
+// negative inputs -> NaN.
+static inline Vec fa_log(Vec x) {
+  const vf v = x.v;
+  const vi bits = (vi)v;
+  vi e = ((bits >> 23) & 0xff) - 126;
+  vf m = (vf)((bits & 0x007fffff) | 0x3f000000);  // v = m * 2^e, m in [0.5, 1)
+  const vi small = m < splat(0.707106781186547524f);
+  e = small ? e - 1 : e;
+  m = small ? m + m - 1.0f : m - 1.0f;  // now v = (1 + m) * 2^e, 1 + m in [0.707, 1.414)
+  const vf z = m * m;
+  vf p = splat(7.0376836292e-2f);
+  p = p * m - 1.1514610310e-1f;
+  p = p * m + 1.1676998740e-1f;
+  p = p * m - 1.2420140846e-1f;
+  p = p * m + 1.4249322787e-1f;
+  p = p * m - 1.6668057665e-1f;
+  p = p * m + 2.0000714765e-1f;
+  p = p * m - 2.4999993993e-1f;
+  p = p * m + 3.3333331174e-1f;
+  const vf ef = __builtin_convertvector(e, vf);
+  vf r = p * m * z + ef * -2.12194440e-4f - 0.5f * z;
+  r = m + r + ef * 0.693359375f;
+  // Zero, subnormal, infinite, negative and NaN inputs: subnormals never occur here.
+  r = (v == splat(0.0f)) ? splat(-INFINITY) : r;
+  r = (v == splat(INFINITY)) ? v : r;
+  return (v > splat(0.0f)) | (v == splat(0.0f)) ? r : splat(NAN);
 }
 
 // ---- loads and stores with conversion to/from float --------------------------------

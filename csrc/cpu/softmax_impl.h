@@ -42,31 +42,59 @@ constexpr int kRegVecs = 4;               // rows of up to this many vectors sta
 constexpr int64_t kCachedRow = 16384;      // longer rows take the online two-pass path
 constexpr int kOnlineBlock = 8;            // vectors per rescaling step of the online pass
 
-// A short row (n <= kRegVecs * kLanes) loaded once into registers: one exp per element.
-template <bool kLog, class S>
+// kRows short rows of kVecs vectors each (n <= kVecs * kLanes, the last vector maybe
+// partial), loaded once into registers: one exp per element.  Several rows at a time so
+// that their chains of dependent steps (max, exp, sum, divide) overlap.
+template <int kVecs, int kRows, bool kLog, class S>
 static void softmax_forward_short(const S* x, S* y, int64_t n) {
-  Vec v[kRegVecs], e[kRegVecs];
-  const int nv = int((n + kLanes - 1) / kLanes);
-  Vec m(softmax_lowest<float>());
-  for (int k = 0; k < nv; ++k) {
-    const int64_t left = n - int64_t(k) * kLanes;
-    v[k] = left >= kLanes ? load(x + k * kLanes) : load_partial(x + k * kLanes, left, -INFINITY);
-    m = softmax_max(m, v[k]);
+  const int64_t last = n - (kVecs - 1) * kLanes;  // elements in the last vector
+  Vec v[kRows][kVecs], e[kRows][kVecs];
+  float row_max[kRows];
+  Vec shift[kRows], scale[kRows];
+  for (int r = 0; r < kRows; ++r) {
+    const S* xr = x + r * n;
+    for (int k = 0; k < kVecs - 1; ++k) v[r][k] = load(xr + k * kLanes);
+    v[r][kVecs - 1] = last == kLanes ? load(xr + (kVecs - 1) * kLanes)
+                                     : load_partial(xr + (kVecs - 1) * kLanes, last, -INFINITY);
   }
-  const Vec row_max(hmax(m));
-  Vec s(0.0f);
-  for (int k = 0; k < nv; ++k) s = s + (e[k] = softmax_exp_term(v[k], row_max));
-  const SoftmaxNorm<float> c = softmax_norm<kLog>(hmax(m), hsum(s));
-  const Vec shift(c.shift), scale(c.scale);
-  for (int k = 0; k < nv; ++k) {
-    // exp(x - m) * scale is softmax_output's formula, with the exp already at hand.
-    const Vec out = kLog ? softmax_output<kLog>(v[k], shift, scale) : e[k] * scale;
-    const int64_t left = n - int64_t(k) * kLanes;
-    if (left >= kLanes)
-      store(y + k * kLanes, out);
-    else
-      store_partial(y + k * kLanes, left, out);
+  for (int r = 0; r < kRows; ++r) {
+    Vec m(softmax_lowest<float>());
+    for (int k = 0; k < kVecs; ++k) m = softmax_max(m, v[r][k]);
+    row_max[r] = hmax(m);
+    shift[r] = Vec(row_max[r]);
   }
+  // The rows' maxima and sums in the lanes of two vectors, normalized together.
+  float lane_max[kLanes] = {}, lane_sum[kLanes];
+  for (int k = 0; k < kLanes; ++k) lane_sum[k] = 1.0f;
+  for (int r = 0; r < kRows; ++r) {
+    Vec s(0.0f);
+    for (int k = 0; k < kVecs; ++k) s = s + (e[r][k] = softmax_exp_term(v[r][k], shift[r]));
+    lane_max[r] = row_max[r];
+    lane_sum[r] = hsum(s);
+  }
+  float lane_scale[kLanes];
+  store(lane_scale, softmax_norm<kLog>(load(lane_max), load(lane_sum)).scale);
+  for (int r = 0; r < kRows; ++r) scale[r] = Vec(lane_scale[r]);
+  for (int r = 0; r < kRows; ++r) {
+    S* yr = y + r * n;
+    for (int k = 0; k < kVecs; ++k) {
+      // exp(x - m) * scale is softmax_output's formula, with the exp already at hand.
+      const Vec out = kLog ? softmax_output<kLog>(v[r][k], shift[r], scale[r]) : e[r][k] * scale[r];
+      if (k < kVecs - 1 || last == kLanes)
+        store(yr + k * kLanes, out);
+      else
+        store_partial(yr + k * kLanes, last, out);
+    }
+  }
+}
+
+// Rows of kVecs vectors, four vectors' worth of rows at a time.
+template <int kVecs, bool kLog, class S>
+static void softmax_forward_short_rows(const S* x, S* y, int64_t rows, int64_t n) {
+  constexpr int kRows = 4 / kVecs;
+  int64_t r = 0;
+  for (; r + kRows <= rows; r += kRows) softmax_forward_short<kVecs, kRows, kLog>(x + r * n, y + r * n, n);
+  for (; r < rows; ++r) softmax_forward_short<kVecs, 1, kLog>(x + r * n, y + r * n, n);
 }
 
 // A row that stays in cache between passes: max, then the sum of exp (keeping the exp
@@ -152,18 +180,59 @@ static void softmax_forward_online(const S* x, S* y, int64_t n) {
     store_partial(y + i, n - i, softmax_output<kLog>(load_partial(x + i, n - i, 0.0f), shift, scale));
 }
 
+// Forward of `rows` rows of n elements, by row length.
 template <bool kLog, class S>
-static void softmax_forward_row(const S* x, S* y, int64_t n) {
-  if (n <= kRegVecs * kLanes)
-    softmax_forward_short<kLog>(x, y, n);
-  else if (n <= kCachedRow)
-    softmax_forward_cached<kLog>(x, y, n);
-  else
-    softmax_forward_online<kLog>(x, y, n);
+static void softmax_forward_rows(const S* x, S* y, int64_t rows, int64_t n) {
+  static_assert(kRegVecs == 4, "one case per number of vectors");
+  switch ((n + kLanes - 1) / kLanes) {
+    case 1: return softmax_forward_short_rows<1, kLog>(x, y, rows, n);
+    case 2: return softmax_forward_short_rows<2, kLog>(x, y, rows, n);
+    case 3: return softmax_forward_short_rows<3, kLog>(x, y, rows, n);
+    case 4: return softmax_forward_short_rows<4, kLog>(x, y, rows, n);
+    default: break;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    if (n <= kCachedRow)
+      softmax_forward_cached<kLog>(x + r * n, y + r * n, n);
+    else
+      softmax_forward_online<kLog>(x + r * n, y + r * n, n);
+  }
+}
+
+// Backward of a short row (as softmax_forward_short): g and y read once.
+template <int kVecs, bool kLog, class S>
+static void softmax_backward_short(const S* g, const S* y, S* dx, int64_t n) {
+  const int64_t last = n - (kVecs - 1) * kLanes;
+  Vec gv[kVecs], yv[kVecs];
+  for (int k = 0; k < kVecs - 1; ++k) gv[k] = load(g + k * kLanes), yv[k] = load(y + k * kLanes);
+  if (last == kLanes) {
+    gv[kVecs - 1] = load(g + (kVecs - 1) * kLanes);
+    yv[kVecs - 1] = load(y + (kVecs - 1) * kLanes);
+  } else {  // zero padding: a zero gradient adds nothing
+    gv[kVecs - 1] = load_partial(g + (kVecs - 1) * kLanes, last, 0.0f);
+    yv[kVecs - 1] = load_partial(y + (kVecs - 1) * kLanes, last, 0.0f);
+  }
+  Vec acc(0.0f);
+  for (int k = 0; k < kVecs; ++k) acc = acc + softmax_backward_term<kLog>(gv[k], yv[k]);
+  const Vec sum(hsum(acc));
+  for (int k = 0; k < kVecs; ++k) {
+    const Vec out = softmax_backward_output<kLog>(gv[k], yv[k], sum);
+    if (k < kVecs - 1 || last == kLanes)
+      store(dx + k * kLanes, out);
+    else
+      store_partial(dx + k * kLanes, last, out);
+  }
 }
 
 template <bool kLog, class S>
 static void softmax_backward_row(const S* g, const S* y, S* dx, int64_t n) {
+  switch ((n + kLanes - 1) / kLanes) {
+    case 1: return softmax_backward_short<1, kLog>(g, y, dx, n);
+    case 2: return softmax_backward_short<2, kLog>(g, y, dx, n);
+    case 3: return softmax_backward_short<3, kLog>(g, y, dx, n);
+    case 4: return softmax_backward_short<4, kLog>(g, y, dx, n);
+    default: break;
+  }
   Vec acc0(0.0f), acc1(0.0f);
   int64_t i = 0;
   for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
@@ -191,12 +260,10 @@ static void softmax_forward(Storage st, bool log, const void* x, void* y, int64_
     using S = typename decltype(t)::type;
     const S* xp = static_cast<const S*>(x);
     S* yp = static_cast<S*>(y);
-    for (int64_t r = 0; r < rows; ++r) {
-      if (log)
-        softmax_forward_row<true>(xp + r * n, yp + r * n, n);
-      else
-        softmax_forward_row<false>(xp + r * n, yp + r * n, n);
-    }
+    if (log)
+      softmax_forward_rows<true>(xp, yp, rows, n);
+    else
+      softmax_forward_rows<false>(xp, yp, rows, n);
   });
 }
 
