@@ -30,6 +30,11 @@ namespace fused_act {
 FA_HD float fa_log(float x) { return ::logf(x); }
 FA_HD double fa_log(double x) { return ::log(x); }
 
+// exp(t) for t <= 0 (or NaN): the CPU SIMD kernels use a cheaper exp for this range
+// (cpu/simd.h: fa_exp_nonpositive, results below 2^-126 flushed to 0); scalars use exp.
+FA_HD float fa_exp_nonpositive(float t) { return fa_exp(t); }
+FA_HD double fa_exp_nonpositive(double t) { return fa_exp(t); }
+
 // The starting max of the online state: the lowest finite value of the type.
 template <class T> FA_HD T softmax_lowest();
 template <> FA_HD float softmax_lowest<float>() { return -FLT_MAX; }
@@ -40,12 +45,12 @@ template <class T> FA_HD T softmax_max(T a, T b) { return fa_select(b > a, b, a)
 
 // Moves the running state (m, s) to a new max m_new >= m.
 template <class T> FA_HD void softmax_rescale(T& m, T& s, T m_new) {
-  s = s * fa_exp(m - m_new);
+  s = s * fa_exp_nonpositive(m - m_new);
   m = m_new;
 }
 
 // One term of the sum of exponentials, relative to the state's max.
-template <class T> FA_HD T softmax_exp_term(T x, T m) { return fa_exp(x - m); }
+template <class T> FA_HD T softmax_exp_term(T x, T m) { return fa_exp_nonpositive(x - m); }
 
 // The online update with one value.
 template <class T> FA_HD void softmax_online_update(T& m, T& s, T x) {
@@ -56,7 +61,7 @@ template <class T> FA_HD void softmax_online_update(T& m, T& s, T x) {
 // Merges the state (m2, s2) into (m, s) (reductions across lanes, threads, warps).
 template <class T> FA_HD void softmax_online_merge(T& m, T& s, T m2, T s2) {
   const T m_new = softmax_max(m, m2);
-  s = s * fa_exp(m - m_new) + s2 * fa_exp(m2 - m_new);
+  s = s * fa_exp_nonpositive(m - m_new) + s2 * fa_exp_nonpositive(m2 - m_new);
   m = m_new;
 }
 
@@ -73,7 +78,7 @@ template <bool kLog, class T> FA_HD SoftmaxNorm<T> softmax_norm(T m, T s) {
 // y from x and the row's constants (n.shift and n.scale may be SIMD splats of them).
 template <bool kLog, class T> FA_HD T softmax_output(T x, T shift, T scale) {
   const T t = x - shift;
-  return kLog ? t - scale : fa_exp(t) * scale;
+  return kLog ? t - scale : fa_exp_nonpositive(t) * scale;
 }
 
 // Backward: the term summed over the row, then dx from it.
@@ -82,7 +87,8 @@ template <bool kLog, class T> FA_HD T softmax_backward_term(T dy, T y) {
 }
 
 template <bool kLog, class T> FA_HD T softmax_backward_output(T dy, T y, T sum) {
-  return kLog ? dy - fa_exp(y) * sum : y * (dy - sum);
+  // y <= 0 for log_softmax's output.
+  return kLog ? dy - fa_exp_nonpositive(y) * sum : y * (dy - sum);
 }
 
 }  // namespace fused_act

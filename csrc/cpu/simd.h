@@ -97,6 +97,17 @@ static inline Vec fa_exp(Vec x) {
   return e * pow2i(n1) * pow2i(ni - n1);
 }
 
+// exp(x) for x <= 0 (softmax's exp(x - max)), cheaper than fa_exp: one scaling step,
+// and results below 2^-126 (x < -87.3) are flushed to 0 -- an absolute error under 1.2e-38.
+// -inf gives 0 and NaN stays NaN.
+static inline Vec fa_exp_nonpositive(Vec x) {
+  const vf v = x.v < splat(-88.0f) ? splat(-88.0f) : x.v;  // keeps NaN
+  vf n;
+  vi ni;
+  const vf r = reduce_ln2(v, &n, &ni);
+  return (expm1_reduced(r) + 1.0f) * pow2i(ni);  // 2^-127 is built as 0.0f
+}
+
 static inline Vec fa_expm1(Vec x) {
   // Below -25 the result is -1 in float; above 88.8 it is inf.
   vf v = clamp_keep_nan(x.v, -25.0f, 88.8f);

@@ -170,7 +170,7 @@ static void softmax_forward_online(const S* x, S* y, int64_t n) {
 
   // Merge the lanes: max over lanes, then each lane's sum rescaled to it.
   const float row_max = hmax(m);
-  const float row_sum = hsum(s * fa_exp(m - Vec(row_max)));
+  const float row_sum = hsum(s * fa_exp_nonpositive(m - Vec(row_max)));
   const SoftmaxNorm<float> c = softmax_norm<kLog>(row_max, row_sum);
   const Vec shift(c.shift), scale(c.scale);
   i = 0;
