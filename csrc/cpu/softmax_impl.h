@@ -39,7 +39,7 @@ static inline void store_partial(S* p, int64_t n, Vec v) {
 }
 
 constexpr int kRegVecs = 4;               // rows of up to this many vectors stay in registers
-constexpr int64_t kCachedRow = 16384;      // longer rows take the online two-pass path
+constexpr int64_t kCachedRow = 4096;      // longer rows take the online two-pass path
 constexpr int kOnlineBlock = 8;            // vectors per rescaling step of the online pass
 
 // kRows short rows of kVecs vectors each (n <= kVecs * kLanes, the last vector maybe
@@ -145,6 +145,69 @@ static void softmax_forward_cached(const S* x, S* y, int64_t n) {
   if (i < n) store_partial(y + i, n - i, out(x + i, y + i, n - i));
 }
 
+// Float softmax of a row longer than the register path, in blocks of up to kBlockElems
+// (at least n / kMaxBlocks) elements that stay in L1: per block, its max b_j, then
+// y = exp(x - b_j) and the block sum s_j.  Merging the blocks' (b_j, s_j) online gives
+// (m, s); a last pass over y (in cache) multiplies block j by exp(b_j - m) / s.
+// One exp per element and one read of x from memory.
+constexpr int64_t kBlockElems = 2048;
+constexpr int kMaxBlocks = 64;
+
+static void softmax_forward_blocked(const float* x, float* y, int64_t n) {
+  int64_t block = (n + kMaxBlocks - 1) / kMaxBlocks;
+  block = block < kBlockElems ? kBlockElems : (block + kLanes - 1) / kLanes * kLanes;
+  float block_max[kMaxBlocks];
+  float m = softmax_lowest<float>(), s = 0.0f;
+  int nb = 0;
+  for (int64_t b = 0; b < n; b += block, ++nb) {
+    const int64_t len = n - b < block ? n - b : block;
+    const float* xb = x + b;
+    float* yb = y + b;
+    Vec m0(softmax_lowest<float>()), m1 = m0;
+    int64_t i = 0;
+    for (; i + 2 * kLanes <= len; i += 2 * kLanes) {
+      m0 = softmax_max(m0, load(xb + i));
+      m1 = softmax_max(m1, load(xb + i + kLanes));
+    }
+    for (; i + kLanes <= len; i += kLanes) m0 = softmax_max(m0, load(xb + i));
+    if (i < len) m0 = softmax_max(m0, load_partial(xb + i, len - i, -INFINITY));
+    const float bm = hmax(softmax_max(m0, m1));
+    const Vec vbm(bm);
+    Vec s0(0.0f), s1(0.0f);
+    i = 0;
+    for (; i + 2 * kLanes <= len; i += 2 * kLanes) {
+      const Vec e0 = softmax_exp_term(load(xb + i), vbm);
+      const Vec e1 = softmax_exp_term(load(xb + i + kLanes), vbm);
+      store(yb + i, e0);
+      store(yb + i + kLanes, e1);
+      s0 = s0 + e0;
+      s1 = s1 + e1;
+    }
+    for (; i + kLanes <= len; i += kLanes) {
+      const Vec e0 = softmax_exp_term(load(xb + i), vbm);
+      store(yb + i, e0);
+      s0 = s0 + e0;
+    }
+    if (i < len) {
+      const Vec e0 = softmax_exp_term(load_partial(xb + i, len - i, -INFINITY), vbm);
+      store_partial(yb + i, len - i, e0);
+      s0 = s0 + e0;
+    }
+    block_max[nb] = bm;
+    softmax_online_merge(m, s, bm, hsum(s0 + s1));
+  }
+  const SoftmaxNorm<float> c = softmax_norm<false>(m, s);
+  for (int j = 0; j < nb; ++j) {
+    // softmax_output(x) = exp(x - b_j) * exp(b_j - m) * scale.
+    const Vec factor(softmax_exp_term(block_max[j], c.shift) * c.scale);
+    float* yb = y + j * block;
+    const int64_t len = n - j * block < block ? n - j * block : block;
+    int64_t i = 0;
+    for (; i + kLanes <= len; i += kLanes) store(yb + i, load(yb + i) * factor);
+    if (i < len) store_partial(yb + i, len - i, load_partial(yb + i, len - i, 0.0f) * factor);
+  }
+}
+
 // A long row: the online (max, sum) state per lane, updated a block of kOnlineBlock vectors
 // at a time (one rescaling exp per block), merged across lanes; then the output pass.  Two
 // passes over memory instead of three.
@@ -190,6 +253,10 @@ static void softmax_forward_rows(const S* x, S* y, int64_t rows, int64_t n) {
     case 3: return softmax_forward_short_rows<3, kLog>(x, y, rows, n);
     case 4: return softmax_forward_short_rows<4, kLog>(x, y, rows, n);
     default: break;
+  }
+  if constexpr (!kLog && sizeof(S) == sizeof(float)) {
+    for (int64_t r = 0; r < rows; ++r) softmax_forward_blocked(x + r * n, y + r * n, n);
+    return;
   }
   for (int64_t r = 0; r < rows; ++r) {
     if (n <= kCachedRow)
