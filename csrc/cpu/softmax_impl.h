@@ -266,59 +266,86 @@ static void softmax_forward_rows(const S* x, S* y, int64_t rows, int64_t n) {
   }
 }
 
-// Backward of a short row (as softmax_forward_short): g and y read once.
-template <int kVecs, bool kLog, class S>
+// Backward of kRows short rows (as softmax_forward_short): g and y read once.
+template <int kVecs, int kRows, bool kLog, class S>
 static void softmax_backward_short(const S* g, const S* y, S* dx, int64_t n) {
   const int64_t last = n - (kVecs - 1) * kLanes;
-  Vec gv[kVecs], yv[kVecs];
-  for (int k = 0; k < kVecs - 1; ++k) gv[k] = load(g + k * kLanes), yv[k] = load(y + k * kLanes);
-  if (last == kLanes) {
-    gv[kVecs - 1] = load(g + (kVecs - 1) * kLanes);
-    yv[kVecs - 1] = load(y + (kVecs - 1) * kLanes);
-  } else {  // zero padding: a zero gradient adds nothing
-    gv[kVecs - 1] = load_partial(g + (kVecs - 1) * kLanes, last, 0.0f);
-    yv[kVecs - 1] = load_partial(y + (kVecs - 1) * kLanes, last, 0.0f);
+  Vec gv[kRows][kVecs], yv[kRows][kVecs], sum[kRows];
+  for (int r = 0; r < kRows; ++r) {
+    const S* gr = g + r * n;
+    const S* yr = y + r * n;
+    for (int k = 0; k < kVecs - 1; ++k) gv[r][k] = load(gr + k * kLanes), yv[r][k] = load(yr + k * kLanes);
+    if (last == kLanes) {
+      gv[r][kVecs - 1] = load(gr + (kVecs - 1) * kLanes);
+      yv[r][kVecs - 1] = load(yr + (kVecs - 1) * kLanes);
+    } else {  // zero padding: a zero gradient adds nothing
+      gv[r][kVecs - 1] = load_partial(gr + (kVecs - 1) * kLanes, last, 0.0f);
+      yv[r][kVecs - 1] = load_partial(yr + (kVecs - 1) * kLanes, last, 0.0f);
+    }
   }
-  Vec acc(0.0f);
-  for (int k = 0; k < kVecs; ++k) acc = acc + softmax_backward_term<kLog>(gv[k], yv[k]);
-  const Vec sum(hsum(acc));
-  for (int k = 0; k < kVecs; ++k) {
-    const Vec out = softmax_backward_output<kLog>(gv[k], yv[k], sum);
-    if (k < kVecs - 1 || last == kLanes)
-      store(dx + k * kLanes, out);
-    else
-      store_partial(dx + k * kLanes, last, out);
+  for (int r = 0; r < kRows; ++r) {
+    Vec acc(0.0f);
+    for (int k = 0; k < kVecs; ++k) acc = acc + softmax_backward_term<kLog>(gv[r][k], yv[r][k]);
+    sum[r] = Vec(hsum(acc));
   }
+  for (int r = 0; r < kRows; ++r) {
+    for (int k = 0; k < kVecs; ++k) {
+      const Vec out = softmax_backward_output<kLog>(gv[r][k], yv[r][k], sum[r]);
+      if (k < kVecs - 1 || last == kLanes)
+        store(dx + r * n + k * kLanes, out);
+      else
+        store_partial(dx + r * n + k * kLanes, last, out);
+    }
+  }
+}
+
+template <int kVecs, bool kLog, class S>
+static void softmax_backward_short_rows(const S* g, const S* y, S* dx, int64_t rows, int64_t n) {
+  constexpr int kRows = 4 / kVecs;
+  int64_t r = 0;
+  for (; r + kRows <= rows; r += kRows)
+    softmax_backward_short<kVecs, kRows, kLog>(g + r * n, y + r * n, dx + r * n, n);
+  for (; r < rows; ++r) softmax_backward_short<kVecs, 1, kLog>(g + r * n, y + r * n, dx + r * n, n);
 }
 
 template <bool kLog, class S>
 static void softmax_backward_row(const S* g, const S* y, S* dx, int64_t n) {
-  switch ((n + kLanes - 1) / kLanes) {
-    case 1: return softmax_backward_short<1, kLog>(g, y, dx, n);
-    case 2: return softmax_backward_short<2, kLog>(g, y, dx, n);
-    case 3: return softmax_backward_short<3, kLog>(g, y, dx, n);
-    case 4: return softmax_backward_short<4, kLog>(g, y, dx, n);
-    default: break;
-  }
-  Vec acc0(0.0f), acc1(0.0f);
+  Vec acc[4] = {Vec(0.0f), Vec(0.0f), Vec(0.0f), Vec(0.0f)};
   int64_t i = 0;
-  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
-    acc0 = acc0 + softmax_backward_term<kLog>(load(g + i), load(y + i));
-    acc1 = acc1 + softmax_backward_term<kLog>(load(g + i + kLanes), load(y + i + kLanes));
-  }
+  for (; i + 4 * kLanes <= n; i += 4 * kLanes)
+    for (int k = 0; k < 4; ++k)
+      acc[k] = acc[k] + softmax_backward_term<kLog>(load(g + i + k * kLanes), load(y + i + k * kLanes));
   for (; i + kLanes <= n; i += kLanes)
-    acc0 = acc0 + softmax_backward_term<kLog>(load(g + i), load(y + i));
+    acc[0] = acc[0] + softmax_backward_term<kLog>(load(g + i), load(y + i));
   if (i < n)  // zero padding: a zero gradient adds nothing
-    acc0 = acc0 + softmax_backward_term<kLog>(load_partial(g + i, n - i, 0.0f),
-                                              load_partial(y + i, n - i, 0.0f));
-  const Vec sum(hsum(acc0 + acc1));
+    acc[1] = acc[1] + softmax_backward_term<kLog>(load_partial(g + i, n - i, 0.0f),
+                                                  load_partial(y + i, n - i, 0.0f));
+  const Vec sum(hsum((acc[0] + acc[1]) + (acc[2] + acc[3])));
   i = 0;
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    store(dx + i, softmax_backward_output<kLog>(load(g + i), load(y + i), sum));
+    store(dx + i + kLanes,
+          softmax_backward_output<kLog>(load(g + i + kLanes), load(y + i + kLanes), sum));
+  }
   for (; i + kLanes <= n; i += kLanes)
     store(dx + i, softmax_backward_output<kLog>(load(g + i), load(y + i), sum));
   if (i < n)
     store_partial(dx + i, n - i,
                   softmax_backward_output<kLog>(load_partial(g + i, n - i, 0.0f),
                                                 load_partial(y + i, n - i, 0.0f), sum));
+}
+
+// Backward of `rows` rows of n elements, by row length.
+template <bool kLog, class S>
+static void softmax_backward_rows(const S* g, const S* y, S* dx, int64_t rows, int64_t n) {
+  switch ((n + kLanes - 1) / kLanes) {
+    case 1: return softmax_backward_short_rows<1, kLog>(g, y, dx, rows, n);
+    case 2: return softmax_backward_short_rows<2, kLog>(g, y, dx, rows, n);
+    case 3: return softmax_backward_short_rows<3, kLog>(g, y, dx, rows, n);
+    case 4: return softmax_backward_short_rows<4, kLog>(g, y, dx, rows, n);
+    default: break;
+  }
+  for (int64_t r = 0; r < rows; ++r) softmax_backward_row<kLog>(g + r * n, y + r * n, dx + r * n, n);
 }
 
 static void softmax_forward(Storage st, bool log, const void* x, void* y, int64_t rows,
@@ -341,12 +368,10 @@ static void softmax_backward(Storage st, bool log, const void* g, const void* y,
     const S* gp = static_cast<const S*>(g);
     const S* yp = static_cast<const S*>(y);
     S* dp = static_cast<S*>(dx);
-    for (int64_t r = 0; r < rows; ++r) {
-      if (log)
-        softmax_backward_row<true>(gp + r * n, yp + r * n, dp + r * n, n);
-      else
-        softmax_backward_row<false>(gp + r * n, yp + r * n, dp + r * n, n);
-    }
+    if (log)
+      softmax_backward_rows<true>(gp, yp, dp, rows, n);
+    else
+      softmax_backward_rows<false>(gp, yp, dp, rows, n);
   });
 }
 
