@@ -1,14 +1,19 @@
 // CPU SIMD row kernels of softmax and log-softmax (formulas in ../softmax.h).  Included
 // by kernels_impl.h once per instruction set.
 //
+// Exp is what a CPU softmax pays for, so each path computes it about once per element.
 // Forward, by row length n (kLanes floats per vector):
-//   * n <= 4 vectors: the row in registers; max, exp once, sum, output.
-//   * n <= kCachedRow: three passes over a row that stays in L1/L2 -- max; exp and sum
-//     (float softmax keeps the exp in y); output -- so one exp per element.
-//   * longer rows: two passes over memory -- the online (max, sum of exp) state per
-//     lane, updated a block of vectors at a time (one rescaling exp per block), merged
-//     across lanes; then y = softmax_output(x, m, 1/s or log s).
-// Backward (saves y only), two passes: the row sum of dy*y (or dy), then dx.
+//   * n <= 4 vectors: rows in registers, several at a time; max, exp, sum, output.
+//   * float softmax, longer rows: "blocked" -- per L1-sized block, its max, then
+//     y = exp(x - block max) and the block sum; the blocks' (max, sum) merged online;
+//     a last pass rescales y in cache.  x is read from memory once.
+//   * log_softmax and half / bfloat16 (no float y to keep exps in):
+//     n <= kCachedRow: "cached" -- max, sum of exp, output over a row in L1/L2;
+//     longer rows: "online" -- two passes over memory, the online (max, sum of exp)
+//     state per lane, updated a block of vectors at a time (one rescaling exp per
+//     block), merged across lanes; then y = softmax_output(x, m, 1/s or log s).
+// Backward (saves y only), two passes: the row sum of dy*y (or dy), then dx; short rows
+// in registers, several at a time.
 // A tail shorter than one vector is loaded through a padded buffer; in the forward its
 // unused lanes are set to -inf, which adds exp(-inf) = 0 to the sum.
 #pragma once
@@ -97,12 +102,10 @@ static void softmax_forward_short_rows(const S* x, S* y, int64_t rows, int64_t n
   for (; r < rows; ++r) softmax_forward_short<kVecs, 1, kLog>(x + r * n, y + r * n, n);
 }
 
-// A row that stays in cache between passes: max, then the sum of exp (keeping the exp
-// in y for float softmax), then the output.  One exp per element for float (log-)softmax,
-// which is what makes it faster than the online pass on a CPU, where exp is the cost.
+// A row that stays in cache between passes (log_softmax, or half / bfloat16 storage):
+// max, then the sum of exp, then the output.  One exp per element for log_softmax.
 template <bool kLog, class S>
 static void softmax_forward_cached(const S* x, S* y, int64_t n) {
-  constexpr bool kKeepExp = !kLog && sizeof(S) == sizeof(float);
   Vec m0(softmax_lowest<float>()), m1 = m0;
   int64_t i = 0;
   for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
@@ -116,33 +119,17 @@ static void softmax_forward_cached(const S* x, S* y, int64_t n) {
   Vec s0(0.0f), s1(0.0f);
   i = 0;
   for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
-    const Vec e0 = softmax_exp_term(load(x + i), vmax);
-    const Vec e1 = softmax_exp_term(load(x + i + kLanes), vmax);
-    if (kKeepExp) store(y + i, e0), store(y + i + kLanes, e1);
-    s0 = s0 + e0;
-    s1 = s1 + e1;
+    s0 = s0 + softmax_exp_term(load(x + i), vmax);
+    s1 = s1 + softmax_exp_term(load(x + i + kLanes), vmax);
   }
-  for (; i + kLanes <= n; i += kLanes) {
-    const Vec e0 = softmax_exp_term(load(x + i), vmax);
-    if (kKeepExp) store(y + i, e0);
-    s0 = s0 + e0;
-  }
-  if (i < n) {
-    const Vec e0 = softmax_exp_term(load_partial(x + i, n - i, -INFINITY), vmax);
-    if (kKeepExp) store_partial(y + i, n - i, e0);
-    s0 = s0 + e0;
-  }
+  for (; i + kLanes <= n; i += kLanes) s0 = s0 + softmax_exp_term(load(x + i), vmax);
+  if (i < n) s0 = s0 + softmax_exp_term(load_partial(x + i, n - i, -INFINITY), vmax);
   const SoftmaxNorm<float> c = softmax_norm<kLog>(row_max, hsum(s0 + s1));
   const Vec shift(c.shift), scale(c.scale);
-  // The output pass: y = softmax_output(x), or for float softmax the kept exp * scale.
-  auto out = [&](const S* xp, const S* yp, int64_t len) {
-    const Vec v = len >= kLanes ? load(xp) : load_partial(xp, len, 0.0f);
-    if (!kKeepExp) return softmax_output<kLog>(v, shift, scale);
-    return (len >= kLanes ? load(yp) : load_partial(yp, len, 0.0f)) * scale;
-  };
   i = 0;
-  for (; i + kLanes <= n; i += kLanes) store(y + i, out(x + i, y + i, kLanes));
-  if (i < n) store_partial(y + i, n - i, out(x + i, y + i, n - i));
+  for (; i + kLanes <= n; i += kLanes) store(y + i, softmax_output<kLog>(load(x + i), shift, scale));
+  if (i < n)
+    store_partial(y + i, n - i, softmax_output<kLog>(load_partial(x + i, n - i, 0.0f), shift, scale));
 }
 
 // Float softmax of a row longer than the register path, in blocks of up to kBlockElems
