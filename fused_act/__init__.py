@@ -1,7 +1,7 @@
 """fused_act: fused forward/backward activation kernels for PyTorch (CPU SIMD and CUDA).
 
     import fused_act
-    model = fused_act.convert(model)        # swap nn.ReLU, nn.SiLU, ... for fused ones
+    model = fused_act.convert(model)        # swap nn.ReLU, nn.SiLU, nn.Softmax, ... for fused ones
     y = fused_act.functional.silu(x)        # or call the functions directly
 """
 from . import autograd, functional

@@ -78,4 +78,5 @@ class LogSoftmax(nn.LogSoftmax):
         return FA.log_softmax(input, self.dim)
 
 
-__all__ = ["ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "Sigmoid", "Tanh", "SiLU", "Swish", "Softmax", "LogSoftmax"]
+__all__ = ["ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "Sigmoid", "Tanh", "SiLU", "Swish",
+           "Softmax", "LogSoftmax"]

@@ -86,8 +86,8 @@ def _err(a, b):
 def _check_close(ours, torch_same_dtype, ref64):
     """float32/float64: torch's default tolerances against the float64 reference.
     half/bfloat16, and float32 rows so long that torch's own float32 result misses the
-    float64 reference (float sums of 300000 terms): our error against the float64 reference is at most about the error
-    of torch's own kernel in that dtype."""
+    float64 reference (float sums of 300000 terms): our error against the float64
+    reference is at most about the error of torch's own kernel in that dtype."""
     assert ours.dtype == torch_same_dtype.dtype and ours.shape == ref64.shape
     ours_err, torch_err = _err(ours, ref64), _err(torch_same_dtype, ref64)
     if ours.dtype in (torch.float32, torch.float64):

@@ -358,6 +358,9 @@ void visit_log2_cols(int64_t n, Fn&& fn) {
     }                                        \
   }()
 
+#define FA_DISPATCH_SOFTMAX(TYPE, ...) \
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, "fused_act_softmax", __VA_ARGS__)
+
 template <class Kernel>
 void set_smem(Kernel kernel, size_t bytes) {
   if (bytes > 48 * 1024)
@@ -372,7 +375,7 @@ void CudaKernels::softmax_forward(const at::Tensor& x, const at::Tensor& y, int6
   const int64_t rows = x.numel() / n;
   if (rows == 0) return;
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, x.scalar_type(), "fused_act_softmax", [&] {
+  FA_DISPATCH_SOFTMAX(x.scalar_type(), [&] {
     const scalar_t* xp = x.const_data_ptr<scalar_t>();
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     const bool vec = can_vectorize<scalar_t>(n, {xp, yp});
@@ -406,7 +409,7 @@ void CudaKernels::softmax_backward(const at::Tensor& g, const at::Tensor& y, con
   const int64_t rows = g.numel() / n;
   if (rows == 0) return;
   auto stream = c10::cuda::getCurrentCUDAStream();
-  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, g.scalar_type(), "fused_act_softmax_backward", [&] {
+  FA_DISPATCH_SOFTMAX(g.scalar_type(), [&] {
     const scalar_t* gp = g.const_data_ptr<scalar_t>();
     const scalar_t* yp = y.const_data_ptr<scalar_t>();
     scalar_t* dp = dx.mutable_data_ptr<scalar_t>();
