@@ -27,6 +27,11 @@ struct CpuKernels {
   static void softmax_forward(const at::Tensor& x, const at::Tensor& y, int64_t n, bool log);
   static void softmax_backward(const at::Tensor& g, const at::Tensor& y, const at::Tensor& dx,
                                int64_t n, bool log);
+  // The same along the middle dim of contiguous tensors viewed as [outer, n, inner].
+  static void softmax_forward_inner(const at::Tensor& x, const at::Tensor& y, int64_t n,
+                                    int64_t inner, bool log);
+  static void softmax_backward_inner(const at::Tensor& g, const at::Tensor& y,
+                                     const at::Tensor& dx, int64_t n, int64_t inner, bool log);
 };
 
 #ifdef FA_WITH_CUDA
@@ -44,6 +49,11 @@ struct CudaKernels {
   static void softmax_forward(const at::Tensor& x, const at::Tensor& y, int64_t n, bool log);
   static void softmax_backward(const at::Tensor& g, const at::Tensor& y, const at::Tensor& dx,
                                int64_t n, bool log);
+  // The same along the middle dim of contiguous tensors viewed as [outer, n, inner].
+  static void softmax_forward_inner(const at::Tensor& x, const at::Tensor& y, int64_t n,
+                                    int64_t inner, bool log);
+  static void softmax_backward_inner(const at::Tensor& g, const at::Tensor& y,
+                                     const at::Tensor& dx, int64_t n, int64_t inner, bool log);
 };
 #endif
 

@@ -3,9 +3,10 @@
 // CudaKernels).  Schemas (ops.cpp):
 //   softmax(Tensor x, int dim, bool log) -> Tensor
 //   softmax_backward(Tensor grad, Tensor y, int dim, bool log) -> Tensor
-// log = true is log_softmax.  Outputs are contiguous, as torch's.  The kernels work on
-// the last dim of contiguous rows; any other dim or layout goes through a contiguous
-// copy with that dim moved last (and the result is copied back into place).
+// log = true is log_softmax.  Outputs are contiguous, as torch's.  Inputs are made
+// contiguous (a copy only when they are not); then the dim is either the last one (or
+// followed only by size-1 dims: contiguous rows) or a middle dim of [outer, n, inner],
+// which the devices' column kernels handle in place.
 #pragma once
 #include <ATen/ATen.h>
 #include <ATen/WrapDimUtils.h>
@@ -19,16 +20,11 @@ template <class Dev>
 struct SoftmaxOps {
   static const char* name(bool log) { return log ? "log_softmax" : "softmax"; }
 
-  // The tensor viewed with `dim` last and contiguous (a copy only when needed).
-  static at::Tensor rows_view(const at::Tensor& t, int64_t dim) {
-    if (t.dim() == 0) return t.reshape({1});
-    return t.movedim(dim, -1).contiguous();
-  }
-
-  // Copies `rows` (laid out by rows_view) into the contiguous `out` unless they share it.
-  static void put_back(const at::Tensor& out, const at::Tensor& rows, int64_t dim) {
-    if (rows.data_ptr() == out.data_ptr()) return;
-    out.copy_(out.dim() == 0 ? rows.reshape({}) : rows.movedim(-1, dim));
+  // Elements after `dim` (its stride in a contiguous tensor).
+  static int64_t inner_of(const at::Tensor& t, int64_t d) {
+    int64_t inner = 1;
+    for (int64_t i = d + 1; i < t.dim(); ++i) inner *= t.size(i);
+    return inner;
   }
 
   static at::Tensor forward(const at::Tensor& x, int64_t dim, bool log) {
@@ -36,12 +32,13 @@ struct SoftmaxOps {
     const int64_t d = at::maybe_wrap_dim(dim, x.dim());
     at::Tensor y = at::empty(x.sizes(), x.options());
     if (x.numel() == 0) return y;
+    const at::Tensor xc = x.contiguous();
     const int64_t n = x.dim() == 0 ? 1 : x.size(d);
-    at::Tensor xr = rows_view(x, d);
-    const bool direct = x.dim() == 0 || (d == x.dim() - 1 && x.is_contiguous());
-    at::Tensor yr = direct ? y : at::empty_like(xr);
-    Dev::softmax_forward(xr, yr, n, log);
-    put_back(y, yr, d);
+    const int64_t inner = x.dim() == 0 ? 1 : inner_of(x, d);
+    if (inner == 1)
+      Dev::softmax_forward(xc, y, n, log);
+    else
+      Dev::softmax_forward_inner(xc, y, n, inner, log);
     return y;
   }
 
@@ -54,13 +51,13 @@ struct SoftmaxOps {
     const int64_t d = at::maybe_wrap_dim(dim, g.dim());
     at::Tensor dx = at::empty(g.sizes(), g.options());
     if (g.numel() == 0) return dx;
+    const at::Tensor gc = g.contiguous(), yc = y.contiguous();
     const int64_t n = g.dim() == 0 ? 1 : g.size(d);
-    at::Tensor gr = rows_view(g, d), yr = rows_view(y, d);
-    const bool direct =
-        g.dim() == 0 || (d == g.dim() - 1 && g.is_contiguous() && y.is_contiguous());
-    at::Tensor dr = direct ? dx : at::empty_like(gr);
-    Dev::softmax_backward(gr, yr, dr, n, log);
-    put_back(dx, dr, d);
+    const int64_t inner = g.dim() == 0 ? 1 : inner_of(g, d);
+    if (inner == 1)
+      Dev::softmax_backward(gc, yc, dx, n, log);
+    else
+      Dev::softmax_backward_inner(gc, yc, dx, n, inner, log);
     return dx;
   }
 };

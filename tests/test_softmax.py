@@ -188,6 +188,34 @@ def test_every_dim_and_layout(dtype, log, device):
 
 @pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("log", LOG)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_middle_dim_columns(dtype, log, device):
+    # CPU column kernels (dim not last): lanes across `inner` columns.
+    #   (3, 37, 21) dim 1: inner 21 = one whole vector + a partial one
+    #   (2, 50, 3) dim 1: inner 3, a partial vector only
+    #   (5, 4, 130) dim 0: inner 520, several 64-column tasks
+    ours_f, torch_f = OPS[log]
+    for shape, dim in [((3, 37, 21), 1), ((2, 50, 3), 1), ((5, 4, 130), 0)]:
+        x = (torch.randn(shape, dtype=torch.float64) * 4)
+        x.select(dim, 1).fill_(-math.inf)          # a -inf entry in every column
+        x.select(dim, 2).narrow(-1, 0, 1).fill_(1e4)
+        x.narrow(-1, 1, 1).fill_(-math.inf)       # whole columns of -inf: NaN, as torch
+        x = x.to(device=device, dtype=dtype)
+        y, yt = ours_f(x, dim), torch_f(x, dim)
+        assert torch.equal(y.isnan(), yt.isnan())
+        ref = _reference(x, dim, log)
+        ok = ~yt.isnan()
+        _check_close(torch.where(ok, y, 0), torch.where(ok, yt, 0), torch.where(ok, ref, 0))
+        g = torch.randn(shape, dtype=torch.float64).to(device=device, dtype=dtype)
+        y_ok = torch.where(ok, yt, -5.0 if log else 0.0)  # a finite output to differentiate
+        dx = torch.ops.fused_act.softmax_backward(g, y_ok, dim, log)
+        back = torch._log_softmax_backward_data if log else torch._softmax_backward_data
+        _check_close(dx, back(g, y_ok, dim, dtype),
+                     back(g.double(), y_ok.double(), dim, torch.float64))
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("log", LOG)
 def test_empty_and_zero_dim(log, device):
     ours_f, torch_f = OPS[log]
     for shape, dim in [((0,), 0), ((2, 0, 3), 1), ((2, 0, 3), -1), ((0, 4), 1)]:

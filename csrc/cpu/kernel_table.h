@@ -29,6 +29,12 @@ struct KernelTable {
                           int64_t n);
   void (*softmax_backward)(Storage st, bool log, const void* g, const void* y, void* dx,
                            int64_t rows, int64_t n);
+  // The same along a dim of n values at stride `inner` (not the last dim), for the
+  // columns [c0, c1) of one slice starting at x (g, y, dx).
+  void (*softmax_forward_inner)(Storage st, bool log, const void* x, void* y, int64_t n,
+                                int64_t inner, int64_t c0, int64_t c1);
+  void (*softmax_backward_inner)(Storage st, bool log, const void* g, const void* y, void* dx,
+                                 int64_t n, int64_t inner, int64_t c0, int64_t c1);
 };
 
 extern const KernelTable kernels_avx512;

@@ -158,6 +158,8 @@ const KernelTable FA_TABLE_NAME(FA_CPU_CAP) = {
     &FA_CPU_CAP::backward_weighted,
     &FA_CPU_CAP::softmax_forward,
     &FA_CPU_CAP::softmax_backward,
+    &FA_CPU_CAP::softmax_forward_inner,
+    &FA_CPU_CAP::softmax_backward_inner,
 };
 }  // namespace cpu
 }  // namespace fused_act

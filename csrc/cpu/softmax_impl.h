@@ -335,6 +335,76 @@ static void softmax_backward_rows(const S* g, const S* y, S* dx, int64_t rows, i
   for (int64_t r = 0; r < rows; ++r) softmax_backward_row<kLog>(g + r * n, y + r * n, dx + r * n, n);
 }
 
+// Softmax along a dim that is not the last: n values at stride `inner`, for columns
+// [c0, c1) of one outer slice.  Lanes hold neighbouring columns, so max and sum need no
+// horizontal step; three passes down the columns (max, sum of exp, output).
+template <bool kLog, class S>
+static void softmax_forward_columns(const S* x, S* y, int64_t n, int64_t inner, int64_t c0,
+                                    int64_t c1) {
+  for (int64_t c = c0; c < c1; c += kLanes) {
+    const int64_t w = c1 - c < kLanes ? c1 - c : kLanes;
+    auto ld = [&](int64_t k) {
+      return w == kLanes ? load(x + k * inner + c) : load_partial(x + k * inner + c, w, 0.0f);
+    };
+    Vec m(softmax_lowest<float>()), s(0.0f);
+    for (int64_t k = 0; k < n; ++k) m = softmax_max(m, ld(k));
+    for (int64_t k = 0; k < n; ++k) s = s + softmax_exp_term(ld(k), m);
+    const SoftmaxNorm<Vec> nm = softmax_norm<kLog>(m, s);
+    for (int64_t k = 0; k < n; ++k) {
+      const Vec out = softmax_output<kLog>(ld(k), nm.shift, nm.scale);
+      if (w == kLanes)
+        store(y + k * inner + c, out);
+      else
+        store_partial(y + k * inner + c, w, out);
+    }
+  }
+}
+
+template <bool kLog, class S>
+static void softmax_backward_columns(const S* g, const S* y, S* dx, int64_t n, int64_t inner,
+                                     int64_t c0, int64_t c1) {
+  for (int64_t c = c0; c < c1; c += kLanes) {
+    const int64_t w = c1 - c < kLanes ? c1 - c : kLanes;
+    auto ld = [&](const S* p, int64_t k) {
+      return w == kLanes ? load(p + k * inner + c) : load_partial(p + k * inner + c, w, 0.0f);
+    };
+    Vec sum(0.0f);
+    for (int64_t k = 0; k < n; ++k) sum = sum + softmax_backward_term<kLog>(ld(g, k), ld(y, k));
+    for (int64_t k = 0; k < n; ++k) {
+      const Vec out = softmax_backward_output<kLog>(ld(g, k), ld(y, k), sum);
+      if (w == kLanes)
+        store(dx + k * inner + c, out);
+      else
+        store_partial(dx + k * inner + c, w, out);
+    }
+  }
+}
+
+static void softmax_forward_inner(Storage st, bool log, const void* x, void* y, int64_t n,
+                                  int64_t inner, int64_t c0, int64_t c1) {
+  visit_storage(st, [&](auto t) {
+    using S = typename decltype(t)::type;
+    if (log)
+      softmax_forward_columns<true>(static_cast<const S*>(x), static_cast<S*>(y), n, inner, c0, c1);
+    else
+      softmax_forward_columns<false>(static_cast<const S*>(x), static_cast<S*>(y), n, inner, c0, c1);
+  });
+}
+
+static void softmax_backward_inner(Storage st, bool log, const void* g, const void* y, void* dx,
+                                   int64_t n, int64_t inner, int64_t c0, int64_t c1) {
+  visit_storage(st, [&](auto t) {
+    using S = typename decltype(t)::type;
+    auto gp = static_cast<const S*>(g);
+    auto yp = static_cast<const S*>(y);
+    auto dp = static_cast<S*>(dx);
+    if (log)
+      softmax_backward_columns<true>(gp, yp, dp, n, inner, c0, c1);
+    else
+      softmax_backward_columns<false>(gp, yp, dp, n, inner, c0, c1);
+  });
+}
+
 static void softmax_forward(Storage st, bool log, const void* x, void* y, int64_t rows,
                             int64_t n) {
   visit_storage(st, [&](auto t) {

@@ -438,4 +438,26 @@ void CudaKernels::softmax_backward(const at::Tensor& g, const at::Tensor& y, con
   });
 }
 
+// Along a middle dim: the rows are made contiguous (a transposed copy) for the row
+// kernels above.
+void CudaKernels::softmax_forward_inner(const at::Tensor& x, const at::Tensor& y, int64_t n,
+                                        int64_t inner, bool log) {
+  const int64_t outer = x.numel() / (n * inner);
+  at::Tensor xt = x.view({outer, n, inner}).transpose(1, 2).contiguous();
+  at::Tensor yt = at::empty_like(xt);
+  softmax_forward(xt, yt, n, log);
+  y.view({outer, n, inner}).copy_(yt.transpose(1, 2));
+}
+
+void CudaKernels::softmax_backward_inner(const at::Tensor& g, const at::Tensor& y,
+                                         const at::Tensor& dx, int64_t n, int64_t inner,
+                                         bool log) {
+  const int64_t outer = g.numel() / (n * inner);
+  at::Tensor gt = g.view({outer, n, inner}).transpose(1, 2).contiguous();
+  at::Tensor yt = y.view({outer, n, inner}).transpose(1, 2).contiguous();
+  at::Tensor dt = at::empty_like(gt);
+  softmax_backward(gt, yt, dt, n, log);
+  dx.view({outer, n, inner}).copy_(dt.transpose(1, 2));
+}
+
 }  // namespace fused_act
