@@ -22,6 +22,16 @@ struct CpuKernels {
   static void weighted_backward(Act act, const at::Tensor& g, const at::Tensor& x,
                                 const at::Tensor& w, const at::Tensor& dx, const at::Tensor& dw,
                                 int64_t inner, int64_t channels);
+  // Softmax / log-softmax over rows of n contiguous elements (x, y, g, dx contiguous,
+  // numel a multiple of n, n > 0): y from x, or dx from the gradient g and the output y.
+  static void softmax_forward(const at::Tensor& x, const at::Tensor& y, int64_t n, bool log);
+  static void softmax_backward(const at::Tensor& g, const at::Tensor& y, const at::Tensor& dx,
+                               int64_t n, bool log);
+  // The same along the middle dim of contiguous tensors viewed as [outer, n, inner].
+  static void softmax_forward_inner(const at::Tensor& x, const at::Tensor& y, int64_t n,
+                                    int64_t inner, bool log);
+  static void softmax_backward_inner(const at::Tensor& g, const at::Tensor& y,
+                                     const at::Tensor& dx, int64_t n, int64_t inner, bool log);
 };
 
 #ifdef FA_WITH_CUDA
@@ -34,6 +44,16 @@ struct CudaKernels {
   static void weighted_backward(Act act, const at::Tensor& g, const at::Tensor& x,
                                 const at::Tensor& w, const at::Tensor& dx, const at::Tensor& dw,
                                 int64_t inner, int64_t channels);
+  // Softmax / log-softmax over rows of n contiguous elements (x, y, g, dx contiguous,
+  // numel a multiple of n, n > 0): y from x, or dx from the gradient g and the output y.
+  static void softmax_forward(const at::Tensor& x, const at::Tensor& y, int64_t n, bool log);
+  static void softmax_backward(const at::Tensor& g, const at::Tensor& y, const at::Tensor& dx,
+                               int64_t n, bool log);
+  // The same along the middle dim of contiguous tensors viewed as [outer, n, inner].
+  static void softmax_forward_inner(const at::Tensor& x, const at::Tensor& y, int64_t n,
+                                    int64_t inner, bool log);
+  static void softmax_backward_inner(const at::Tensor& g, const at::Tensor& y,
+                                     const at::Tensor& dx, int64_t n, int64_t inner, bool log);
 };
 #endif
 

@@ -6,9 +6,11 @@
 // and for the weighted ones (prelu = leaky_relu with a weight, swish_weighted):
 //   prelu(Tensor x, Tensor weight) -> Tensor
 //   prelu_backward(Tensor grad, Tensor x, Tensor weight, bool need_weight_grad) -> (Tensor, Tensor)
+// and softmax / softmax_backward (softmax_ops.h).
 #include <torch/library.h>
 
 #include "ops_impl.h"
+#include "softmax_ops.h"
 
 namespace fused_act {
 namespace {
@@ -41,9 +43,15 @@ TORCH_LIBRARY(fused_act, m) {
   m.def("built_with_cuda() -> bool", &fused_act::built_with_cuda);
   m.def("cpu_capability() -> str", &fused_act::cpu_capability);
   m.def("set_cpu_capability(str name) -> ()", &fused_act::set_cpu_capability);
+  // Softmax (log = false) and log-softmax along dim (softmax_ops.h).
+  m.def("softmax(Tensor x, int dim, bool log) -> Tensor");
+  m.def("softmax_backward(Tensor grad, Tensor y, int dim, bool log) -> Tensor");
 }
 
-TORCH_LIBRARY_IMPL(fused_act, CPU, m) { fused_act::register_device_impls<fused_act::CpuKernels>(m); }
+TORCH_LIBRARY_IMPL(fused_act, CPU, m) {
+  fused_act::register_device_impls<fused_act::CpuKernels>(m);
+  fused_act::register_softmax_impls<fused_act::CpuKernels>(m);
+}
 
 // `import fused_act._C` loads this library, which registers the operators above; the
 // module itself is empty.

@@ -1,13 +1,14 @@
 """fused_act: fused forward/backward activation kernels for PyTorch (CPU SIMD and CUDA).
 
     import fused_act
-    model = fused_act.convert(model)        # swap nn.ReLU, nn.SiLU, ... for fused ones
+    model = fused_act.convert(model)        # swap nn.ReLU, nn.SiLU, nn.Softmax, ... for fused ones
     y = fused_act.functional.silu(x)        # or call the functions directly
 """
 from . import autograd, functional
 from ._ops import built_with_cuda, ops
 from .convert import convert, register_converter
-from .modules import ELU, LeakyReLU, PReLU, ReLU, ReLU6, SiLU, Sigmoid, Swish, Tanh
+from .modules import (ELU, LeakyReLU, LogSoftmax, PReLU, ReLU, ReLU6, SiLU, Sigmoid, Softmax,
+                      Swish, Tanh)
 
 __version__ = "0.1.0"
 
@@ -37,6 +38,7 @@ def backends() -> dict:
 
 __all__ = [
     "ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "Sigmoid", "Tanh", "SiLU", "Swish",
+    "Softmax", "LogSoftmax",
     "autograd", "functional", "convert", "register_converter", "backends", "cpu_capability",
     "set_cpu_capability", "built_with_cuda", "__version__",
 ]

@@ -32,5 +32,18 @@ def _register_fakes():
             lambda grad, x, weight, need_weight_grad: (torch.empty_like(grad),
                                                        torch.empty_like(weight)))
 
+    # Softmax outputs are contiguous with the input's shape, as torch's (softmax_ops.h).
+    torch.library.register_fake("fused_act::softmax")(
+        lambda x, dim, log: _softmax_fake(x, dim))
+    torch.library.register_fake("fused_act::softmax_backward")(
+        lambda grad, y, dim, log: _softmax_fake(grad, dim))
+
+
+def _softmax_fake(x, dim):
+    if not -max(x.dim(), 1) <= dim < max(x.dim(), 1):
+        raise IndexError(f"Dimension out of range (expected to be in range of "
+                         f"[{-max(x.dim(), 1)}, {max(x.dim(), 1) - 1}], but got {dim})")
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
 
 _register_fakes()

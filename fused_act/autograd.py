@@ -199,3 +199,66 @@ __all__ = [
     "ReluFunction", "Relu6Function", "LeakyReluFunction", "EluFunction", "SigmoidFunction",
     "TanhFunction", "SwishFunction", "PreluFunction", "SwishWeightedFunction",
 ]
+
+
+# ---- softmax / log_softmax ----------------------------------------------------------
+# Forward and backward each run one fused kernel; the backward saves only the output y:
+#   softmax:     dx = y * (g - sum(g * y))
+#   log_softmax: dx = g - exp(y) * sum(g)
+# The backward is a Function too, with its gradient in torch ops (double backward):
+#   softmax:     d(dx)/dg is the same symmetric map, applied to gg (the fused kernel);
+#                d/dy = gg * (g - sum(g * y)) - g * sum(gg * y)
+#   log_softmax: d/dg = gg - sum(gg * exp(y));  d/dy = -gg * exp(y) * sum(g)
+
+
+class _SoftmaxBackward(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, grad, y, dim, log):
+        ctx.save_for_backward(grad, y)
+        ctx.dim, ctx.log = dim, log
+        return ops.softmax_backward(grad, y, dim, log)
+
+    @staticmethod
+    def backward(ctx, gg):
+        grad, y = ctx.saved_tensors
+        dim, log = ctx.dim, ctx.log
+        d_grad = d_y = None
+        if log:
+            p = torch.exp(y)
+            if ctx.needs_input_grad[0]:
+                d_grad = gg - (gg * p).sum(dim, keepdim=True)
+            if ctx.needs_input_grad[1]:
+                d_y = -gg * p * grad.sum(dim, keepdim=True)
+        else:
+            if ctx.needs_input_grad[0]:
+                d_grad = _SoftmaxBackward.apply(gg, y, dim, False)
+            if ctx.needs_input_grad[1]:
+                d_y = (gg * (grad - (grad * y).sum(dim, keepdim=True))
+                       - grad * (gg * y).sum(dim, keepdim=True))
+        return d_grad, d_y, None, None
+
+
+def _make_softmax(log):
+    class Forward(torch.autograd.Function):
+        @staticmethod
+        def forward(ctx, x, dim):
+            y = ops.softmax(x, dim, log)
+            if ctx.needs_input_grad[0]:
+                ctx.save_for_backward(y)
+            ctx.dim = dim
+            return y
+
+        @staticmethod
+        def backward(ctx, grad):
+            (y,) = ctx.saved_tensors
+            return _SoftmaxBackward.apply(grad, y, ctx.dim, log), None
+
+    name = "LogSoftmaxFunction" if log else "SoftmaxFunction"
+    Forward.__name__ = Forward.__qualname__ = name
+    return Forward
+
+
+SoftmaxFunction = _make_softmax(False)
+LogSoftmaxFunction = _make_softmax(True)
+
+__all__ += ["SoftmaxFunction", "LogSoftmaxFunction"]

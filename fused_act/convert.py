@@ -13,6 +13,8 @@ _CONVERTERS = {
     nn.Tanh: lambda m: M.Tanh(),
     nn.SiLU: lambda m: M.SiLU(inplace=m.inplace),
     nn.PReLU: lambda m: _convert_prelu(m),
+    nn.Softmax: lambda m: M.Softmax(m.dim),
+    nn.LogSoftmax: lambda m: M.LogSoftmax(m.dim),
 }
 
 
@@ -29,7 +31,8 @@ def register_converter(torch_cls, build):
 
 def convert(model: nn.Module) -> nn.Module:
     """Replaces, in place, every module whose class is exactly one of torch.nn's
-    activations (ReLU, ReLU6, LeakyReLU, PReLU, ELU, Sigmoid, Tanh, SiLU, ...) with its
+    activations (ReLU, ReLU6, LeakyReLU, PReLU, ELU, Sigmoid, Tanh, SiLU, Softmax,
+    LogSoftmax, ...) with its
     fused_act equivalent, keeping settings, parameters and training mode.  Returns the
     model (or the converted module, when ``model`` itself is an activation)."""
     build = _CONVERTERS.get(type(model))

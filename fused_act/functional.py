@@ -5,7 +5,7 @@ kernels.  Other inputs get torch's own result where torch defines one (integer i
 of relu/relu6 stay integer; sigmoid/tanh promote integers to the default float dtype as
 torch does) and otherwise a TypeError naming the operator.
 """
-from typing import Union
+from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
@@ -115,5 +115,41 @@ def swish(input: torch.Tensor, beta: Union[float, torch.Tensor] = 1.0) -> torch.
     return _ag.apply_elementwise("swish", x, float(beta), False)
 
 
+def _softmax_dim(name, x, dim):
+    # nn.Softmax(dim=None) and F.softmax(x) pick a dim for legacy reasons (with a
+    # warning); mirror torch's choice exactly.
+    if dim is None:
+        dim = F._get_softmax_dim(name, x.dim(), 5)
+    return int(dim)
+
+
+def softmax(input: torch.Tensor, dim: Optional[int] = None,
+            dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """softmax along ``dim``: exp(x) / sum(exp(x)), computed as exp(x - max) / sum so that
+    no input overflows.  ``dtype`` casts the input first, as torch.softmax does.  A row
+    that is entirely -inf gives NaN, as in torch."""
+    if isinstance(input, torch.Tensor) and dtype is not None:
+        input = input.to(dtype)
+    x, other = _check("softmax", input, lambda: torch.softmax(input, _softmax_dim(
+        "softmax", input, dim)))
+    if x is None:
+        return other
+    return _ag.SoftmaxFunction.apply(x, _softmax_dim("softmax", x, dim))
+
+
+def log_softmax(input: torch.Tensor, dim: Optional[int] = None,
+                dtype: Optional[torch.dtype] = None) -> torch.Tensor:
+    """log(softmax(x)) along ``dim``, computed as (x - max) - log(sum(exp(x - max))).
+    ``dtype`` casts the input first, as torch.log_softmax does.  A row that is entirely
+    -inf gives NaN, as in torch."""
+    if isinstance(input, torch.Tensor) and dtype is not None:
+        input = input.to(dtype)
+    x, other = _check("log_softmax", input, lambda: torch.log_softmax(input, _softmax_dim(
+        "log_softmax", input, dim)))
+    if x is None:
+        return other
+    return _ag.LogSoftmaxFunction.apply(x, _softmax_dim("log_softmax", x, dim))
+
+
 __all__ = ["relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "prelu",
-           "sigmoid", "tanh", "silu", "swish"]
+           "sigmoid", "tanh", "silu", "swish", "softmax", "log_softmax"]

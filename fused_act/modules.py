@@ -68,4 +68,15 @@ class Swish(nn.Module):
         return f"beta={beta}, trainable={self.trainable}"
 
 
-__all__ = ["ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "Sigmoid", "Tanh", "SiLU", "Swish"]
+class Softmax(nn.Softmax):
+    def forward(self, input):
+        return FA.softmax(input, self.dim)
+
+
+class LogSoftmax(nn.LogSoftmax):
+    def forward(self, input):
+        return FA.log_softmax(input, self.dim)
+
+
+__all__ = ["ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "Sigmoid", "Tanh", "SiLU", "Swish",
+           "Softmax", "LogSoftmax"]

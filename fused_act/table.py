@@ -87,3 +87,18 @@ ACTIVATIONS = (
 )
 
 BY_NAME = {a.name: a for a in ACTIVATIONS}
+
+# Softmax rows: reductions along a dim, not elementwise, so they live apart from
+# ACTIVATIONS (which the elementwise tests iterate); ALL has both.
+SOFTMAX = (
+    Activation("softmax", FA.softmax, torch.softmax, M.Softmax, nn.Softmax,
+               (Setting("dim-1", lambda x: {"dim": -1}),),
+               lambda x: torch.exp(x) / torch.exp(x).sum(-1, keepdim=True), "output",
+               module_kwargs={"dim": -1}),
+    Activation("log_softmax", FA.log_softmax, torch.log_softmax, M.LogSoftmax, nn.LogSoftmax,
+               (Setting("dim-1", lambda x: {"dim": -1}),),
+               lambda x: x - torch.log(torch.exp(x).sum(-1, keepdim=True)), "output",
+               module_kwargs={"dim": -1}),
+)
+
+ALL = ACTIVATIONS + SOFTMAX

@@ -5,6 +5,7 @@
 #include <stdint.h>
 #include <string.h>
 #include <cmath>
+#include <utility>
 #if defined(__clang__)
 #pragma clang attribute push(__attribute__((target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c"))), apply_to = function)
 #elif defined(__GNUC__)

@@ -111,6 +111,10 @@ void set_cpu_capability(const std::string& name) {
   cpu::active_table().store(cpu::checked_table(name));
 }
 
+namespace cpu {
+const KernelTable* active_kernels() { return active_table().load(); }
+}  // namespace cpu
+
 using namespace cpu;
 
 void CpuKernels::forward(Act act, const at::Tensor& x, const at::Tensor& y, double p) {

@@ -23,11 +23,26 @@ struct KernelTable {
   // input, and, when need_weight_grad, returns the sum of the weight-gradient terms.
   double (*backward_weighted)(Act act, Storage st, const void* g, const void* x, void* dx,
                               int64_t n, float p, bool need_weight_grad);
+  // Softmax (log = false) or log-softmax over `rows` contiguous rows of n elements each
+  // (../softmax.h): y = softmax(x) per row, and dx from the gradient g and the output y.
+  void (*softmax_forward)(Storage st, bool log, const void* x, void* y, int64_t rows,
+                          int64_t n);
+  void (*softmax_backward)(Storage st, bool log, const void* g, const void* y, void* dx,
+                           int64_t rows, int64_t n);
+  // The same along a dim of n values at stride `inner` (not the last dim), for the
+  // columns [c0, c1) of one slice starting at x (g, y, dx).
+  void (*softmax_forward_inner)(Storage st, bool log, const void* x, void* y, int64_t n,
+                                int64_t inner, int64_t c0, int64_t c1);
+  void (*softmax_backward_inner)(Storage st, bool log, const void* g, const void* y, void* dx,
+                                 int64_t n, int64_t inner, int64_t c0, int64_t c1);
 };
 
 extern const KernelTable kernels_avx512;
 extern const KernelTable kernels_avx2;
 extern const KernelTable kernels_baseline;
+
+// The table in use (set_cpu_capability); defined in elementwise.cpp.
+const KernelTable* active_kernels();
 
 }  // namespace cpu
 }  // namespace fused_act

@@ -142,6 +142,8 @@ static double backward_weighted(Act act, Storage st, const void* g, const void* 
 }  // namespace cpu
 }  // namespace fused_act
 
+#include "softmax_impl.h"
+
 #define FA_STRINGIFY2(x) #x
 #define FA_STRINGIFY(x) FA_STRINGIFY2(x)
 #define FA_TABLE_NAME2(cap) kernels_##cap
@@ -154,6 +156,10 @@ const KernelTable FA_TABLE_NAME(FA_CPU_CAP) = {
     &FA_CPU_CAP::forward,
     &FA_CPU_CAP::backward,
     &FA_CPU_CAP::backward_weighted,
+    &FA_CPU_CAP::softmax_forward,
+    &FA_CPU_CAP::softmax_backward,
+    &FA_CPU_CAP::softmax_forward_inner,
+    &FA_CPU_CAP::softmax_backward_inner,
 };
 }  // namespace cpu
 }  // namespace fused_act

@@ -8,6 +8,8 @@
 #pragma once
 #include <stdint.h>
 #include <string.h>
+
+#include <utility>
 #if defined(FA_HAVE_F16C)
 #include <immintrin.h>
 #endif
@@ -95,6 +97,28 @@ static inline Vec fa_exp(Vec x) {
   return e * pow2i(n1) * pow2i(ni - n1);
 }
 
+// exp(x) for x <= 0 (softmax's exp(x - max)), about half the work of fa_exp: the
+// degree-5 minimax polynomial and range reduction of XNNPACK's softmax kernels
+// (rr2_p5), with 2^n read off the rounding constant's bits (it carries the exponent
+// bias) and the scaling folded into the last FMA.  Results below 2^-126 (x < -87.34)
+// are flushed to 0, an absolute error under 1.2e-38; -inf gives 0, NaN stays NaN.
+// Also correct for 0 < x < 88.
+static inline Vec fa_exp_nonpositive(Vec x) {
+  const vf v = x.v;
+  vf n = v * 1.44269504088896341f + 0x1.8000FEp23f;  // 1.5*2^23 + 127: rounds, adds the bias
+  const vf scale = (vf)((vi)n << 23);               // 2^round(x/ln2)
+  n = n - 0x1.8000FEp23f;
+  vf t = v - n * 0x1.62E400p-1f;               // ln2 in two parts
+  t = t - n * 0x1.7F7D1Cp-20f;
+  vf p = splat(0x1.0F9F9Cp-7f);
+  p = p * t + 0x1.573A1Ap-5f;
+  p = p * t + 0x1.555A80p-3f;
+  p = p * t + 0x1.FFFDC6p-2f;
+  p = p * t + 0x1.FFFFF6p-1f;
+  const vf e = (t * scale) * p + scale;
+  return v < splat(-0x1.5D589Ep6f) ? splat(0.0f) : e;
+}
+
 static inline Vec fa_expm1(Vec x) {
   // Below -25 the result is -1 in float; above 88.8 it is inf.
   vf v = clamp_keep_nan(x.v, -25.0f, 88.8f);
@@ -113,6 +137,74 @@ static inline Vec fa_tanh(Vec x) {
   vf v = clamp_keep_nan(x.v, -10.0f, 10.0f);
   vf e = fa_expm1(Vec(v + v)).v;
   return e / (e + 2.0f);
+}
+
+// ---- horizontal reductions (halving the vector, not a loop over the lanes) ----------
+template <int B> struct FloatVecOf { typedef float type __attribute__((vector_size(B))); };
+
+template <class H, class V, size_t... I>
+static inline H low_half(V v, std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, v, I...);
+}
+template <class H, class V, size_t... I>
+static inline H high_half(V v, std::index_sequence<I...>) {
+  return __builtin_shufflevector(v, v, (I + sizeof...(I))...);
+}
+
+// Register shuffles only: going through memory would stall on store forwarding.
+template <int B, class Op>
+static inline float reduce_lanes(typename FloatVecOf<B>::type v, Op op) {
+  if constexpr (B == 4) {
+    return v[0];
+  } else {
+    typedef typename FloatVecOf<B / 2>::type H;
+    constexpr auto half = std::make_index_sequence<B / 8>{};
+    return reduce_lanes<B / 2>(op(low_half<H>(v, half), high_half<H>(v, half)), op);
+  }
+}
+
+static inline float hsum(Vec v) {
+  return reduce_lanes<FA_VEC_BYTES>(v.v, [](auto a, auto b) { return a + b; });
+}
+// Lanes are never NaN where this is used (see softmax.h); NaN in b would be dropped.
+static inline float hmax(Vec v) {
+  return reduce_lanes<FA_VEC_BYTES>(v.v, [](auto a, auto b) { return b > a ? b : a; });
+}
+
+// Lane k holds float(k).
+static inline Vec lane_index() {
+  vf v;
+  for (int k = 0; k < kLanes; ++k) v[k] = float(k);
+  return v;
+}
+
+// Natural log (Cephes' logf polynomial, about 1 ULP); 0 -> -inf, inf -> inf, NaN and
+// negative inputs -> NaN.
+static inline Vec fa_log(Vec x) {
+  const vf v = x.v;
+  const vi bits = (vi)v;
+  vi e = ((bits >> 23) & 0xff) - 126;
+  vf m = (vf)((bits & 0x007fffff) | 0x3f000000);  // v = m * 2^e, m in [0.5, 1)
+  const vi small = m < splat(0.707106781186547524f);
+  e = small ? e - 1 : e;
+  m = small ? m + m - 1.0f : m - 1.0f;  // now v = (1 + m) * 2^e, 1 + m in [0.707, 1.414)
+  const vf z = m * m;
+  vf p = splat(7.0376836292e-2f);
+  p = p * m - 1.1514610310e-1f;
+  p = p * m + 1.1676998740e-1f;
+  p = p * m - 1.2420140846e-1f;
+  p = p * m + 1.4249322787e-1f;
+  p = p * m - 1.6668057665e-1f;
+  p = p * m + 2.0000714765e-1f;
+  p = p * m - 2.4999993993e-1f;
+  p = p * m + 3.3333331174e-1f;
+  const vf ef = __builtin_convertvector(e, vf);
+  vf r = p * m * z + ef * -2.12194440e-4f - 0.5f * z;
+  r = m + r + ef * 0.693359375f;
+  // Zero, subnormal, infinite, negative and NaN inputs: subnormals never occur here.
+  r = (v == splat(0.0f)) ? splat(-INFINITY) : r;
+  r = (v == splat(INFINITY)) ? v : r;
+  return (v > splat(0.0f)) | (v == splat(0.0f)) ? r : splat(NAN);
 }
 
 // ---- loads and stores with conversion to/from float --------------------------------

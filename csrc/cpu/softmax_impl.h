@@ -1,0 +1,437 @@
+// CPU SIMD row kernels of softmax and log-softmax (formulas in ../softmax.h).  Included
+// by kernels_impl.h once per instruction set.
+//
+// Exp is what a CPU softmax pays for, so each path computes it about once per element.
+// Forward, by row length n (kLanes floats per vector):
+//   * n <= 4 vectors: rows in registers, several at a time; max, exp, sum, output.
+//   * float softmax, longer rows: "blocked" -- per L1-sized block, its max, then
+//     y = exp(x - block max) and the block sum; the blocks' (max, sum) merged online;
+//     a last pass rescales y in cache.  x is read from memory once.
+//   * log_softmax and half / bfloat16 (no float y to keep exps in):
+//     n <= kCachedRow: "cached" -- max, sum of exp, output over a row in L1/L2;
+//     longer rows: "online" -- two passes over memory, the online (max, sum of exp)
+//     state per lane, updated a block of vectors at a time (one rescaling exp per
+//     block), merged across lanes; then y = softmax_output(x, m, 1/s or log s).
+// Backward (saves y only), two passes: the row sum of dy*y (or dy), then dx; short rows
+// in registers.
+// A tail shorter than one vector is loaded through a padded buffer; in the forward its
+// unused lanes are set to -inf, which adds exp(-inf) = 0 to the sum.
+#pragma once
+#include <float.h>
+
+#include "../softmax.h"
+#include "kernel_table.h"
+#include "simd.h"
+
+namespace fused_act {
+namespace cpu {
+namespace FA_CPU_CAP {
+
+// Loads the n < kLanes elements at p; the other lanes get `fill`.
+template <class S>
+static inline Vec load_partial(const S* p, int64_t n, float fill) {
+  S buf[kLanes];
+  memset(buf, 0, sizeof(buf));
+  memcpy(buf, p, n * sizeof(S));
+  return fa_select(lane_index() < Vec(float(n)), load(buf), Vec(fill));
+}
+
+template <class S>
+static inline void store_partial(S* p, int64_t n, Vec v) {
+  S buf[kLanes];
+  store(buf, v);
+  memcpy(p, buf, n * sizeof(S));
+}
+
+constexpr int kRegVecs = 4;               // rows of up to this many vectors stay in registers
+constexpr int64_t kCachedRow = 4096;      // longer rows take the online two-pass path
+constexpr int kOnlineBlock = 8;            // vectors per rescaling step of the online pass
+
+// kRows short rows of kVecs vectors each (n <= kVecs * kLanes, the last vector maybe
+// partial), loaded once into registers: one exp per element.  Several rows at a time so
+// that their chains of dependent steps (max, exp, sum, divide) overlap.
+template <int kVecs, int kRows, bool kLog, class S>
+static void softmax_forward_short(const S* x, S* y, int64_t n) {
+  const int64_t last = n - (kVecs - 1) * kLanes;  // elements in the last vector
+  Vec v[kRows][kVecs], e[kRows][kVecs];
+  float row_max[kRows];
+  Vec shift[kRows], scale[kRows];
+  for (int r = 0; r < kRows; ++r) {
+    const S* xr = x + r * n;
+    for (int k = 0; k < kVecs - 1; ++k) v[r][k] = load(xr + k * kLanes);
+    v[r][kVecs - 1] = last == kLanes ? load(xr + (kVecs - 1) * kLanes)
+                                     : load_partial(xr + (kVecs - 1) * kLanes, last, -INFINITY);
+  }
+  for (int r = 0; r < kRows; ++r) {
+    Vec m(softmax_lowest<float>());
+    for (int k = 0; k < kVecs; ++k) m = softmax_max(m, v[r][k]);
+    row_max[r] = hmax(m);
+    shift[r] = Vec(row_max[r]);
+  }
+  // The rows' maxima and sums in the lanes of two vectors, normalized together.
+  float lane_max[kLanes] = {}, lane_sum[kLanes];
+  for (int k = 0; k < kLanes; ++k) lane_sum[k] = 1.0f;
+  for (int r = 0; r < kRows; ++r) {
+    Vec s(0.0f);
+    for (int k = 0; k < kVecs; ++k) s = s + (e[r][k] = softmax_exp_term(v[r][k], shift[r]));
+    lane_max[r] = row_max[r];
+    lane_sum[r] = hsum(s);
+  }
+  float lane_scale[kLanes];
+  store(lane_scale, softmax_norm<kLog>(load(lane_max), load(lane_sum)).scale);
+  for (int r = 0; r < kRows; ++r) scale[r] = Vec(lane_scale[r]);
+  for (int r = 0; r < kRows; ++r) {
+    S* yr = y + r * n;
+    for (int k = 0; k < kVecs; ++k) {
+      // exp(x - m) * scale is softmax_output's formula, with the exp already at hand.
+      const Vec out = kLog ? softmax_output<kLog>(v[r][k], shift[r], scale[r]) : e[r][k] * scale[r];
+      if (k < kVecs - 1 || last == kLanes)
+        store(yr + k * kLanes, out);
+      else
+        store_partial(yr + k * kLanes, last, out);
+    }
+  }
+}
+
+// Rows of kVecs vectors, four vectors' worth of rows at a time.
+template <int kVecs, bool kLog, class S>
+static void softmax_forward_short_rows(const S* x, S* y, int64_t rows, int64_t n) {
+  constexpr int kRows = 4 / kVecs;
+  int64_t r = 0;
+  for (; r + kRows <= rows; r += kRows) softmax_forward_short<kVecs, kRows, kLog>(x + r * n, y + r * n, n);
+  for (; r < rows; ++r) softmax_forward_short<kVecs, 1, kLog>(x + r * n, y + r * n, n);
+}
+
+// A row that stays in cache between passes (log_softmax, or half / bfloat16 storage):
+// max, then the sum of exp, then the output.  One exp per element for log_softmax.
+template <bool kLog, class S>
+static void softmax_forward_cached(const S* x, S* y, int64_t n) {
+  Vec m0(softmax_lowest<float>()), m1 = m0;
+  int64_t i = 0;
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    m0 = softmax_max(m0, load(x + i));
+    m1 = softmax_max(m1, load(x + i + kLanes));
+  }
+  for (; i + kLanes <= n; i += kLanes) m0 = softmax_max(m0, load(x + i));
+  if (i < n) m0 = softmax_max(m0, load_partial(x + i, n - i, -INFINITY));
+  const float row_max = hmax(softmax_max(m0, m1));
+  const Vec vmax(row_max);
+  Vec s0(0.0f), s1(0.0f);
+  i = 0;
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    s0 = s0 + softmax_exp_term(load(x + i), vmax);
+    s1 = s1 + softmax_exp_term(load(x + i + kLanes), vmax);
+  }
+  for (; i + kLanes <= n; i += kLanes) s0 = s0 + softmax_exp_term(load(x + i), vmax);
+  if (i < n) s0 = s0 + softmax_exp_term(load_partial(x + i, n - i, -INFINITY), vmax);
+  const SoftmaxNorm<float> c = softmax_norm<kLog>(row_max, hsum(s0 + s1));
+  const Vec shift(c.shift), scale(c.scale);
+  i = 0;
+  for (; i + kLanes <= n; i += kLanes) store(y + i, softmax_output<kLog>(load(x + i), shift, scale));
+  if (i < n)
+    store_partial(y + i, n - i, softmax_output<kLog>(load_partial(x + i, n - i, 0.0f), shift, scale));
+}
+
+// Float softmax of a row longer than the register path, in blocks of up to kBlockElems
+// (at least n / kMaxBlocks) elements that stay in L1: per block, its max b_j, then
+// y = exp(x - b_j) and the block sum s_j.  Merging the blocks' (b_j, s_j) online gives
+// (m, s); a last pass over y (in cache) multiplies block j by exp(b_j - m) / s.
+// One exp per element and one read of x from memory.
+constexpr int64_t kBlockElems = 2048;
+constexpr int kMaxBlocks = 64;
+
+static void softmax_forward_blocked(const float* x, float* y, int64_t n) {
+  int64_t block = (n + kMaxBlocks - 1) / kMaxBlocks;
+  block = block < kBlockElems ? kBlockElems : (block + kLanes - 1) / kLanes * kLanes;
+  float block_max[kMaxBlocks];
+  float m = softmax_lowest<float>(), s = 0.0f;
+  int nb = 0;
+  for (int64_t b = 0; b < n; b += block, ++nb) {
+    const int64_t len = n - b < block ? n - b : block;
+    const float* xb = x + b;
+    float* yb = y + b;
+    Vec m0(softmax_lowest<float>()), m1 = m0;
+    int64_t i = 0;
+    for (; i + 2 * kLanes <= len; i += 2 * kLanes) {
+      m0 = softmax_max(m0, load(xb + i));
+      m1 = softmax_max(m1, load(xb + i + kLanes));
+    }
+    for (; i + kLanes <= len; i += kLanes) m0 = softmax_max(m0, load(xb + i));
+    if (i < len) m0 = softmax_max(m0, load_partial(xb + i, len - i, -INFINITY));
+    const float bm = hmax(softmax_max(m0, m1));
+    const Vec vbm(bm);
+    Vec s0(0.0f), s1(0.0f);
+    i = 0;
+    for (; i + 2 * kLanes <= len; i += 2 * kLanes) {
+      const Vec e0 = softmax_exp_term(load(xb + i), vbm);
+      const Vec e1 = softmax_exp_term(load(xb + i + kLanes), vbm);
+      store(yb + i, e0);
+      store(yb + i + kLanes, e1);
+      s0 = s0 + e0;
+      s1 = s1 + e1;
+    }
+    for (; i + kLanes <= len; i += kLanes) {
+      const Vec e0 = softmax_exp_term(load(xb + i), vbm);
+      store(yb + i, e0);
+      s0 = s0 + e0;
+    }
+    if (i < len) {
+      const Vec e0 = softmax_exp_term(load_partial(xb + i, len - i, -INFINITY), vbm);
+      store_partial(yb + i, len - i, e0);
+      s0 = s0 + e0;
+    }
+    block_max[nb] = bm;
+    softmax_online_merge(m, s, bm, hsum(s0 + s1));
+  }
+  const SoftmaxNorm<float> c = softmax_norm<false>(m, s);
+  for (int j = 0; j < nb; ++j) {
+    // softmax_output(x) = exp(x - b_j) * exp(b_j - m) * scale.
+    const Vec factor(softmax_exp_term(block_max[j], c.shift) * c.scale);
+    float* yb = y + j * block;
+    const int64_t len = n - j * block < block ? n - j * block : block;
+    int64_t i = 0;
+    for (; i + kLanes <= len; i += kLanes) store(yb + i, load(yb + i) * factor);
+    if (i < len) store_partial(yb + i, len - i, load_partial(yb + i, len - i, 0.0f) * factor);
+  }
+}
+
+// A long row: the online (max, sum) state per lane, updated a block of kOnlineBlock vectors
+// at a time (one rescaling exp per block), merged across lanes; then the output pass.  Two
+// passes over memory instead of three.
+template <bool kLog, class S>
+static void softmax_forward_online(const S* x, S* y, int64_t n) {
+  Vec m(softmax_lowest<float>()), s(0.0f);
+  int64_t i = 0;
+  for (; i + kOnlineBlock * kLanes <= n; i += kOnlineBlock * kLanes) {
+    Vec v[kOnlineBlock];
+    for (int k = 0; k < kOnlineBlock; ++k) v[k] = load(x + i + k * kLanes);
+    Vec bm = softmax_max(v[0], v[1]);
+    for (int k = 2; k < kOnlineBlock; ++k) bm = softmax_max(bm, v[k]);
+    softmax_rescale(m, s, softmax_max(m, bm));
+    // The block's terms summed pairwise first: fewer roundings of the large running sum.
+    Vec e[kOnlineBlock];
+    for (int k = 0; k < kOnlineBlock; ++k) e[k] = softmax_exp_term(v[k], m);
+    for (int w = kOnlineBlock / 2; w > 0; w /= 2)
+      for (int k = 0; k < w; ++k) e[k] = e[k] + e[k + w];
+    s = s + e[0];
+  }
+  for (; i + kLanes <= n; i += kLanes) softmax_online_update(m, s, load(x + i));
+  if (i < n) softmax_online_update(m, s, load_partial(x + i, n - i, -INFINITY));
+
+  // Merge the lanes: max over lanes, then each lane's sum rescaled to it.
+  const float row_max = hmax(m);
+  const float row_sum = hsum(s * fa_exp_nonpositive(m - Vec(row_max)));
+  const SoftmaxNorm<float> c = softmax_norm<kLog>(row_max, row_sum);
+  const Vec shift(c.shift), scale(c.scale);
+  i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    store(y + i, softmax_output<kLog>(load(x + i), shift, scale));
+  if (i < n)
+    store_partial(y + i, n - i, softmax_output<kLog>(load_partial(x + i, n - i, 0.0f), shift, scale));
+}
+
+// Forward of `rows` rows of n elements, by row length.
+template <bool kLog, class S>
+static void softmax_forward_rows(const S* x, S* y, int64_t rows, int64_t n) {
+  static_assert(kRegVecs == 4, "one case per number of vectors");
+  switch ((n + kLanes - 1) / kLanes) {
+    case 1: return softmax_forward_short_rows<1, kLog>(x, y, rows, n);
+    case 2: return softmax_forward_short_rows<2, kLog>(x, y, rows, n);
+    case 3: return softmax_forward_short_rows<3, kLog>(x, y, rows, n);
+    case 4: return softmax_forward_short_rows<4, kLog>(x, y, rows, n);
+    default: break;
+  }
+  if constexpr (!kLog && sizeof(S) == sizeof(float)) {
+    for (int64_t r = 0; r < rows; ++r) softmax_forward_blocked(x + r * n, y + r * n, n);
+    return;
+  }
+  for (int64_t r = 0; r < rows; ++r) {
+    if (n <= kCachedRow)
+      softmax_forward_cached<kLog>(x + r * n, y + r * n, n);
+    else
+      softmax_forward_online<kLog>(x + r * n, y + r * n, n);
+  }
+}
+
+// Backward of kRows short rows (as softmax_forward_short): g and y read once.
+template <int kVecs, int kRows, bool kLog, class S>
+static void softmax_backward_short(const S* g, const S* y, S* dx, int64_t n) {
+  const int64_t last = n - (kVecs - 1) * kLanes;
+  Vec gv[kRows][kVecs], yv[kRows][kVecs], sum[kRows];
+  for (int r = 0; r < kRows; ++r) {
+    const S* gr = g + r * n;
+    const S* yr = y + r * n;
+    for (int k = 0; k < kVecs - 1; ++k) gv[r][k] = load(gr + k * kLanes), yv[r][k] = load(yr + k * kLanes);
+    if (last == kLanes) {
+      gv[r][kVecs - 1] = load(gr + (kVecs - 1) * kLanes);
+      yv[r][kVecs - 1] = load(yr + (kVecs - 1) * kLanes);
+    } else {  // zero padding: a zero gradient adds nothing
+      gv[r][kVecs - 1] = load_partial(gr + (kVecs - 1) * kLanes, last, 0.0f);
+      yv[r][kVecs - 1] = load_partial(yr + (kVecs - 1) * kLanes, last, 0.0f);
+    }
+  }
+  for (int r = 0; r < kRows; ++r) {
+    Vec acc(0.0f);
+    for (int k = 0; k < kVecs; ++k) acc = acc + softmax_backward_term<kLog>(gv[r][k], yv[r][k]);
+    sum[r] = Vec(hsum(acc));
+  }
+  for (int r = 0; r < kRows; ++r) {
+    for (int k = 0; k < kVecs; ++k) {
+      const Vec out = softmax_backward_output<kLog>(gv[r][k], yv[r][k], sum[r]);
+      if (k < kVecs - 1 || last == kLanes)
+        store(dx + r * n + k * kLanes, out);
+      else
+        store_partial(dx + r * n + k * kLanes, last, out);
+    }
+  }
+}
+
+template <int kVecs, bool kLog, class S>
+static void softmax_backward_short_rows(const S* g, const S* y, S* dx, int64_t rows, int64_t n) {
+  constexpr int kRows = 1;  // measured: more rows at a time spill and run slower here
+  int64_t r = 0;
+  for (; r + kRows <= rows; r += kRows)
+    softmax_backward_short<kVecs, kRows, kLog>(g + r * n, y + r * n, dx + r * n, n);
+  for (; r < rows; ++r) softmax_backward_short<kVecs, 1, kLog>(g + r * n, y + r * n, dx + r * n, n);
+}
+
+template <bool kLog, class S>
+static void softmax_backward_row(const S* g, const S* y, S* dx, int64_t n) {
+  Vec acc[4] = {Vec(0.0f), Vec(0.0f), Vec(0.0f), Vec(0.0f)};
+  int64_t i = 0;
+  for (; i + 4 * kLanes <= n; i += 4 * kLanes)
+    for (int k = 0; k < 4; ++k)
+      acc[k] = acc[k] + softmax_backward_term<kLog>(load(g + i + k * kLanes), load(y + i + k * kLanes));
+  for (; i + kLanes <= n; i += kLanes)
+    acc[0] = acc[0] + softmax_backward_term<kLog>(load(g + i), load(y + i));
+  if (i < n)  // zero padding: a zero gradient adds nothing
+    acc[1] = acc[1] + softmax_backward_term<kLog>(load_partial(g + i, n - i, 0.0f),
+                                                  load_partial(y + i, n - i, 0.0f));
+  const Vec sum(hsum((acc[0] + acc[1]) + (acc[2] + acc[3])));
+  i = 0;
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    store(dx + i, softmax_backward_output<kLog>(load(g + i), load(y + i), sum));
+    store(dx + i + kLanes,
+          softmax_backward_output<kLog>(load(g + i + kLanes), load(y + i + kLanes), sum));
+  }
+  for (; i + kLanes <= n; i += kLanes)
+    store(dx + i, softmax_backward_output<kLog>(load(g + i), load(y + i), sum));
+  if (i < n)
+    store_partial(dx + i, n - i,
+                  softmax_backward_output<kLog>(load_partial(g + i, n - i, 0.0f),
+                                                load_partial(y + i, n - i, 0.0f), sum));
+}
+
+// Backward of `rows` rows of n elements, by row length.
+template <bool kLog, class S>
+static void softmax_backward_rows(const S* g, const S* y, S* dx, int64_t rows, int64_t n) {
+  switch ((n + kLanes - 1) / kLanes) {
+    case 1: return softmax_backward_short_rows<1, kLog>(g, y, dx, rows, n);
+    case 2: return softmax_backward_short_rows<2, kLog>(g, y, dx, rows, n);
+    case 3: return softmax_backward_short_rows<3, kLog>(g, y, dx, rows, n);
+    case 4: return softmax_backward_short_rows<4, kLog>(g, y, dx, rows, n);
+    default: break;
+  }
+  for (int64_t r = 0; r < rows; ++r) softmax_backward_row<kLog>(g + r * n, y + r * n, dx + r * n, n);
+}
+
+// Softmax along a dim that is not the last: n values at stride `inner`, for columns
+// [c0, c1) of one outer slice.  Lanes hold neighbouring columns, so max and sum need no
+// horizontal step; three passes down the columns (max, sum of exp, output).
+template <bool kLog, class S>
+static void softmax_forward_columns(const S* x, S* y, int64_t n, int64_t inner, int64_t c0,
+                                    int64_t c1) {
+  for (int64_t c = c0; c < c1; c += kLanes) {
+    const int64_t w = c1 - c < kLanes ? c1 - c : kLanes;
+    auto ld = [&](int64_t k) {
+      return w == kLanes ? load(x + k * inner + c) : load_partial(x + k * inner + c, w, 0.0f);
+    };
+    Vec m(softmax_lowest<float>()), s(0.0f);
+    for (int64_t k = 0; k < n; ++k) m = softmax_max(m, ld(k));
+    for (int64_t k = 0; k < n; ++k) s = s + softmax_exp_term(ld(k), m);
+    const SoftmaxNorm<Vec> nm = softmax_norm<kLog>(m, s);
+    for (int64_t k = 0; k < n; ++k) {
+      const Vec out = softmax_output<kLog>(ld(k), nm.shift, nm.scale);
+      if (w == kLanes)
+        store(y + k * inner + c, out);
+      else
+        store_partial(y + k * inner + c, w, out);
+    }
+  }
+}
+
+template <bool kLog, class S>
+static void softmax_backward_columns(const S* g, const S* y, S* dx, int64_t n, int64_t inner,
+                                     int64_t c0, int64_t c1) {
+  for (int64_t c = c0; c < c1; c += kLanes) {
+    const int64_t w = c1 - c < kLanes ? c1 - c : kLanes;
+    auto ld = [&](const S* p, int64_t k) {
+      return w == kLanes ? load(p + k * inner + c) : load_partial(p + k * inner + c, w, 0.0f);
+    };
+    Vec sum(0.0f);
+    for (int64_t k = 0; k < n; ++k) sum = sum + softmax_backward_term<kLog>(ld(g, k), ld(y, k));
+    for (int64_t k = 0; k < n; ++k) {
+      const Vec out = softmax_backward_output<kLog>(ld(g, k), ld(y, k), sum);
+      if (w == kLanes)
+        store(dx + k * inner + c, out);
+      else
+        store_partial(dx + k * inner + c, w, out);
+    }
+  }
+}
+
+static void softmax_forward_inner(Storage st, bool log, const void* x, void* y, int64_t n,
+                                  int64_t inner, int64_t c0, int64_t c1) {
+  visit_storage(st, [&](auto t) {
+    using S = typename decltype(t)::type;
+    if (log)
+      softmax_forward_columns<true>(static_cast<const S*>(x), static_cast<S*>(y), n, inner, c0, c1);
+    else
+      softmax_forward_columns<false>(static_cast<const S*>(x), static_cast<S*>(y), n, inner, c0, c1);
+  });
+}
+
+static void softmax_backward_inner(Storage st, bool log, const void* g, const void* y, void* dx,
+                                   int64_t n, int64_t inner, int64_t c0, int64_t c1) {
+  visit_storage(st, [&](auto t) {
+    using S = typename decltype(t)::type;
+    auto gp = static_cast<const S*>(g);
+    auto yp = static_cast<const S*>(y);
+    auto dp = static_cast<S*>(dx);
+    if (log)
+      softmax_backward_columns<true>(gp, yp, dp, n, inner, c0, c1);
+    else
+      softmax_backward_columns<false>(gp, yp, dp, n, inner, c0, c1);
+  });
+}
+
+static void softmax_forward(Storage st, bool log, const void* x, void* y, int64_t rows,
+                            int64_t n) {
+  visit_storage(st, [&](auto t) {
+    using S = typename decltype(t)::type;
+    const S* xp = static_cast<const S*>(x);
+    S* yp = static_cast<S*>(y);
+    if (log)
+      softmax_forward_rows<true>(xp, yp, rows, n);
+    else
+      softmax_forward_rows<false>(xp, yp, rows, n);
+  });
+}
+
+static void softmax_backward(Storage st, bool log, const void* g, const void* y, void* dx,
+                             int64_t rows, int64_t n) {
+  visit_storage(st, [&](auto t) {
+    using S = typename decltype(t)::type;
+    const S* gp = static_cast<const S*>(g);
+    const S* yp = static_cast<const S*>(y);
+    S* dp = static_cast<S*>(dx);
+    if (log)
+      softmax_backward_rows<true>(gp, yp, dp, rows, n);
+    else
+      softmax_backward_rows<false>(gp, yp, dp, rows, n);
+  });
+}
+
+}  // namespace FA_CPU_CAP
+}  // namespace cpu
+}  // namespace fused_act
