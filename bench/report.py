@@ -61,11 +61,17 @@ def render(headers, rows, align=None):
 
 
 def _labels(rows):
-    """'op' alone, or 'op[setting]' when an op appears with several settings."""
-    settings = {}
+    """'op' alone, 'op[setting]' when an op appears with several settings, and 'op/row'
+    when it appears with several row lengths (softmax)."""
+    settings, widths = {}, {}
     for r in rows:
         settings.setdefault(r["op"], set()).add(r["setting"])
-    return lambda r: r["op"] if len(settings[r["op"]]) == 1 else f"{r['op']}[{r['setting']}]"
+        widths.setdefault(r["op"], set()).add(r.get("row"))
+
+    def label(r):
+        text = r["op"] if len(settings[r["op"]]) == 1 else f"{r['op']}[{r['setting']}]"
+        return text if len(widths[r["op"]]) == 1 else f"{text}/{r.get('row')}"
+    return label
 
 
 def _index(rows):

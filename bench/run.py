@@ -58,6 +58,9 @@ DEFAULT_SIZES = {
 }
 QUICK_SIZES = [2**16, 2**20]
 ROW = 1024  # inputs are (n // ROW, ROW): rows of a realistic width, channels on dim 1
+# Row lengths for the ops that reduce along rows (softmax, log_softmax): one per code path
+# of the kernels (rows in registers, cached rows, long rows).
+DEFAULT_SOFTMAX_ROWS = "16,1024,8192"
 # Tolerance of the agreement check of each implementation against torch's reference.
 CHECK_TOL = {torch.float32: (1e-4, 1e-5), torch.bfloat16: (3e-2, 3e-2),
              torch.float16: (5e-3, 5e-3)}
@@ -93,6 +96,9 @@ def parse_args(argv=None):
     p.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction,
                    default=None, help="include torch.compile of the torch reference "
                                       "(default: on, off with --quick)")
+    p.add_argument("--rows", default=DEFAULT_SOFTMAX_ROWS,
+                   help="row lengths for softmax/log_softmax, comma-separated (the other "
+                        f"ops use rows of {ROW})")
     p.add_argument("--all-settings", action="store_true",
                    help="one row per Setting of each activation, not only the first")
     p.add_argument("--threads", type=int, default=None,
@@ -121,6 +127,12 @@ def parse_args(argv=None):
     args.sizes = [parse_size(s) for s in args.sizes.split(",")] if args.sizes else None
     if args.sizes and any(n < 1 for n in args.sizes):
         p.error("sizes must be positive")
+    try:
+        args.rows = [parse_size(s) for s in args.rows.split(",") if s.strip()]
+    except argparse.ArgumentTypeError as err:
+        p.error(f"--rows: {err}")
+    if not args.rows or any(r < 1 for r in args.rows):
+        p.error("--rows needs positive row lengths")
     return args
 
 
@@ -137,6 +149,11 @@ def pick_device(choice: str) -> torch.device:
 
 def all_activations():
     return tuple(table.ACTIVATIONS) + tuple(getattr(table, "SOFTMAX", ()))
+
+
+def reduces_rows(act) -> bool:
+    """softmax-like ops reduce along their rows, so the row length is a parameter."""
+    return act in tuple(getattr(table, "SOFTMAX", ()))
 
 
 def select_activations(ops_arg):
@@ -179,6 +196,7 @@ def environment(args, device, dtype, sizes) -> dict:
         "dtype": args.dtype,
         "sizes": sizes,
         "row_width": ROW,
+        "softmax_row_widths": list(args.rows),
         "threads": torch.get_num_threads(),
         "usable_cores": usable_cores(),
         "load_average_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
@@ -203,8 +221,8 @@ def environment(args, device, dtype, sizes) -> dict:
     return env
 
 
-def shape_for(n: int):
-    return (n // ROW, ROW) if n >= ROW and n % ROW == 0 else (n,)
+def shape_for(n: int, row: int = ROW):
+    return (n // row, row) if n >= row and n % row == 0 else (n,)
 
 
 def composite_for(act, kwargs, first_setting: bool):
@@ -265,9 +283,10 @@ def check_agreement(impls, x, g, dtype):
     return agrees, dropped, first_call_s
 
 
-def bench_size(act, setting, first_setting, n, device, dtype, compiled, args, clock):
-    """All rows of one activation at one size."""
-    shape = shape_for(n)
+def bench_size(act, setting, first_setting, n, device, dtype, compiled, args, clock,
+               row=ROW):
+    """All rows of one activation at one size (in rows of `row` elements)."""
+    shape = shape_for(n, row)
     gen = torch.Generator(device=device).manual_seed(n)
     x = torch.randn(shape, generator=gen, device=device, dtype=dtype, requires_grad=True)
     g = torch.randn(shape, generator=gen, device=device, dtype=dtype)
@@ -315,7 +334,7 @@ def bench_size(act, setting, first_setting, n, device, dtype, compiled, args, cl
             b = 2 * n * es if is_copy else moved
             gbps = b / st["median_s"] / 1e9
             rows.append({
-                "op": act.name, "setting": setting.id, "size": n,
+                "op": act.name, "setting": setting.id, "row": row, "size": n,
                 "shape": "x".join(map(str, shape)), "phase": phase, "impl": name,
                 **st, "calls_per_sample": number[name], "bytes_moved": b,
                 "gbps": gbps, "copy_gbps": copy_gbps, "frac_copy": gbps / copy_gbps,
@@ -370,8 +389,9 @@ def main(argv=None):
         torch.set_num_threads(max(1, args.threads or usable_cores()))
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES[device.type])
     acts = select_activations(args.ops)
-    jobs = [(a, s, i == 0) for a in acts
-            for i, s in enumerate(a.settings if args.all_settings else a.settings[:1])]
+    jobs = [(a, s, i == 0, row) for a in acts
+            for i, s in enumerate(a.settings if args.all_settings else a.settings[:1])
+            for row in (args.rows if reduces_rows(a) else [ROW])]
     env = environment(args, device, dtype, sizes)
     clock = Clock(device)
 
@@ -381,27 +401,28 @@ def main(argv=None):
     rows, compile_s, mlp_rows, failures = [], {}, [], []
     t_start = time.time()
     try:
-        for act, setting, first in jobs:
+        for act, setting, first, row in jobs:
+            tag = f"{act.name}[{setting.id}]" + (f"[row={row}]" if reduces_rows(act) else "")
             compiled = None
             if args.compile:
                 # Compiled once per op and dtype; the time of the first call (the actual
                 # compilation) is reported separately, never inside the measurements.
                 compiled = make_compiled(act)
             for n in sizes:
-                progress.set(f"{act.name}[{setting.id}] n=2^{n.bit_length() - 1}"
-                             if n & (n - 1) == 0 else f"{act.name}[{setting.id}] n={n}")
+                progress.set(f"{tag} n=2^{n.bit_length() - 1}"
+                             if n & (n - 1) == 0 else f"{tag} n={n}")
                 try:
                     new, first_compiled_s = bench_size(act, setting, first, n, device, dtype,
-                                                       compiled, args, clock)
+                                                       compiled, args, clock, row)
                 except Exception as err:  # report it, finish the other rows, exit non-zero
-                    failures.append(f"{act.name}[{setting.id}] n={n}: "
+                    failures.append(f"{tag} n={n}: "
                                     f"{type(err).__name__}: {err}")
                     progress.write("FAILED " + failures[-1])
                     progress.update()
                     continue
                 rows += new
                 if first_compiled_s is not None and n == sizes[0]:
-                    compile_s[f"{act.name}[{setting.id}]"] = round(first_compiled_s, 2)
+                    compile_s[tag] = round(first_compiled_s, 2)
                 progress.update()
         if args.mlp:
             for act in acts:

@@ -115,15 +115,15 @@ def swish(input: torch.Tensor, beta: Union[float, torch.Tensor] = 1.0) -> torch.
     return _ag.apply_elementwise("swish", x, float(beta), False)
 
 
-def _softmax_dim(name, x, dim):
+def _softmax_dim(name, x, dim, stacklevel=5):
     # nn.Softmax(dim=None) and F.softmax(x) pick a dim for legacy reasons (with a
     # warning); mirror torch's choice exactly.
     if dim is None:
-        dim = F._get_softmax_dim(name, x.dim(), 5)
+        dim = F._get_softmax_dim(name, x.dim(), stacklevel)
     return int(dim)
 
 
-def softmax(input: torch.Tensor, dim: Optional[int] = None,
+def softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int = 3,
             dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """softmax along ``dim``: exp(x) / sum(exp(x)), computed as exp(x - max) / sum so that
     no input overflows.  ``dtype`` casts the input first, as torch.softmax does.  A row
@@ -131,13 +131,13 @@ def softmax(input: torch.Tensor, dim: Optional[int] = None,
     if isinstance(input, torch.Tensor) and dtype is not None:
         input = input.to(dtype)
     x, other = _check("softmax", input, lambda: torch.softmax(input, _softmax_dim(
-        "softmax", input, dim)))
+        "softmax", input, dim, _stacklevel + 2)))
     if x is None:
         return other
-    return _ag.SoftmaxFunction.apply(x, _softmax_dim("softmax", x, dim))
+    return _ag.SoftmaxFunction.apply(x, _softmax_dim("softmax", x, dim, _stacklevel + 2))
 
 
-def log_softmax(input: torch.Tensor, dim: Optional[int] = None,
+def log_softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int = 3,
                 dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """log(softmax(x)) along ``dim``, computed as (x - max) - log(sum(exp(x - max))).
     ``dtype`` casts the input first, as torch.log_softmax does.  A row that is entirely
@@ -145,10 +145,10 @@ def log_softmax(input: torch.Tensor, dim: Optional[int] = None,
     if isinstance(input, torch.Tensor) and dtype is not None:
         input = input.to(dtype)
     x, other = _check("log_softmax", input, lambda: torch.log_softmax(input, _softmax_dim(
-        "log_softmax", input, dim)))
+        "log_softmax", input, dim, _stacklevel + 2)))
     if x is None:
         return other
-    return _ag.LogSoftmaxFunction.apply(x, _softmax_dim("log_softmax", x, dim))
+    return _ag.LogSoftmaxFunction.apply(x, _softmax_dim("log_softmax", x, dim, _stacklevel + 2))
 
 
 __all__ = ["relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "prelu",

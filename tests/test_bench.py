@@ -82,3 +82,22 @@ def test_quick_run_writes_results(tmp_path):
         assert m["torch_steps_per_s"] > 0 and m["fused_act_steps_per_s"] > 0
         assert m["loss_match"]
         assert m["fused_act_saved_bytes"] > 0
+
+
+def test_softmax_rows_are_benchmarked_per_row_length(tmp_path):
+    # softmax reduces along rows: each requested row length is its own set of rows.
+    cmd = [sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--no-compile",
+           "--no-mlp", "--no-plot", "--device", "cpu", "--threads", "1", "--ops",
+           "softmax,log_softmax", "--rows", "16,1024", "--sizes", "2^14", "--out",
+           str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "softmax/16" in proc.stdout and "log_softmax/1024" in proc.stdout
+    (json_name,) = [n for n in os.listdir(tmp_path) if n.endswith(".json")]
+    with open(tmp_path / json_name) as f:
+        data = json.load(f)
+    assert data["environment"]["softmax_row_widths"] == [16, 1024]
+    shapes = {(r["op"], r["row"], r["shape"]) for r in data["kernels"] if r["impl"] == "fused_act"}
+    assert shapes == {("softmax", 16, "1024x16"), ("softmax", 1024, "16x1024"),
+                      ("log_softmax", 16, "1024x16"), ("log_softmax", 1024, "16x1024")}
+    assert all(r["agrees_with_torch"] for r in data["kernels"] if r["impl"] != "copy")

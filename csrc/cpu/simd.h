@@ -97,12 +97,14 @@ static inline Vec fa_exp(Vec x) {
   return e * pow2i(n1) * pow2i(ni - n1);
 }
 
-// exp(x) for x <= 0 (softmax's exp(x - max)), about half the work of fa_exp: the
-// degree-5 minimax polynomial and range reduction of XNNPACK's softmax kernels
-// (rr2_p5), with 2^n read off the rounding constant's bits (it carries the exponent
-// bias) and the scaling folded into the last FMA.  Results below 2^-126 (x < -87.34)
-// are flushed to 0, an absolute error under 1.2e-38; -inf gives 0, NaN stays NaN.
-// Also correct for 0 < x < 88.
+// exp(x) for x <= 0 (softmax's exp(x - max)), about half the work of fa_exp.  x = n*ln2 + t
+// with |t| <= ln2/2 (round-to-nearest by adding 1.5*2^23 + 127, whose low bits then hold
+// n + 127, the exponent of 2^n; ln2 split in two so n*ln2_hi is exact), and
+// exp(t) = 1 + t*p(t) with p of degree 4 fitted here for the least maximum relative error
+// on [-ln2/2, ln2/2] (Lawson's iteration; 9.1e-8 before rounding the coefficients to
+// float).  The scaling by 2^n is folded into the last FMA.  Results below 2^-126
+// (x < -87.34) are flushed to 0, an absolute error under 1.2e-38; -inf gives 0, NaN
+// stays NaN.  Also correct for 0 < x < 88.
 static inline Vec fa_exp_nonpositive(Vec x) {
   const vf v = x.v;
   vf n = v * 1.44269504088896341f + 0x1.8000FEp23f;  // 1.5*2^23 + 127: rounds, adds the bias
@@ -110,9 +112,9 @@ static inline Vec fa_exp_nonpositive(Vec x) {
   n = n - 0x1.8000FEp23f;
   vf t = v - n * 0x1.62E400p-1f;               // ln2 in two parts
   t = t - n * 0x1.7F7D1Cp-20f;
-  vf p = splat(0x1.0F9F9Cp-7f);
-  p = p * t + 0x1.573A1Ap-5f;
-  p = p * t + 0x1.555A80p-3f;
+  vf p = splat(0x1.0FA834p-7f);
+  p = p * t + 0x1.573A54p-5f;
+  p = p * t + 0x1.555A6Ap-3f;
   p = p * t + 0x1.FFFDC6p-2f;
   p = p * t + 0x1.FFFFF6p-1f;
   const vf e = (t * scale) * p + scale;
