@@ -1,4 +1,5 @@
-// AVX2 + FMA + F16C build of the CPU kernels (two 256-bit registers per vector).
+// AVX2 + FMA + F16C build of the CPU kernels.  One vector is one 256-bit register: GCC
+// lowers vector types wider than the target's registers to slow code.
 #if defined(__x86_64__) || defined(_M_X64)
 // Headers with inline code come first, compiled for the baseline target.
 #include <immintrin.h>
@@ -13,7 +14,7 @@
 #endif
 #define FA_HAVE_F16C 1
 #define FA_CPU_CAP avx2
-#define FA_VEC_BYTES 64
+#define FA_VEC_BYTES 32
 #include "kernels_impl.h"
 #if defined(__clang__)
 #pragma clang attribute pop

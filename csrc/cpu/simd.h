@@ -9,6 +9,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include <cmath>
 #include <utility>
 #if defined(FA_HAVE_F16C)
 #include <immintrin.h>
