@@ -119,20 +119,27 @@ def _make_elementwise(spec: KernelSpec):
     return Forward
 
 
+# The out-of-place operators have their autograd kernels in C++ (csrc/autograd.cpp),
+# with the same saving rules and double backward as the Functions above: calling them
+# costs what calling a torch operator costs.
+_OUT_OF_PLACE = {name: getattr(ops, name).default for name in KERNELS}
+_IN_PLACE = {name: getattr(ops, name + "_").default for name in KERNELS}
+
+
 def apply_elementwise(op, x, p, inplace):
-    """Calls the Function of elementwise operator `op`, giving an in-place call that must
-    keep its input the copy it needs (made here, under autograd, so that double backward
-    reaches x through it)."""
-    function = FUNCTIONS[op]
+    """Runs elementwise operator `op`.  Out of place: the operator itself (autograd in
+    C++).  In place under autograd: the Function, giving a call whose backward reads the
+    input the copy it needs (made here, under autograd, so that double backward reaches
+    x through it)."""
+    if not inplace:
+        return _OUT_OF_PLACE[op](x, p)
     if not (torch.is_grad_enabled() and x.requires_grad):
-        # No graph to record: call the kernel directly (no Function overhead).
-        if inplace:
-            getattr(ops, op + "_")(x, p)
-            return x
-        return getattr(ops, op)(x, p)
-    if inplace and not KERNELS[op].saves_output(p):
+        _IN_PLACE[op](x, p)  # no graph to record
+        return x
+    function = FUNCTIONS[op]
+    if not KERNELS[op].saves_output(p):
         return function.apply(x, p, True, x.clone())
-    return function.apply(x, p, inplace)
+    return function.apply(x, p, True)
 
 
 def _prelu_reference(x, w):
@@ -259,6 +266,9 @@ def _make_softmax(log):
 
 
 SoftmaxFunction = _make_softmax(False)
+# The operator, with its autograd kernel in C++ (csrc/autograd.cpp): what
+# fused_act.functional.softmax / log_softmax call.
+softmax_op = ops.softmax.default
 LogSoftmaxFunction = _make_softmax(True)
 
 __all__ += ["SoftmaxFunction", "LogSoftmaxFunction"]

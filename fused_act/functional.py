@@ -134,7 +134,7 @@ def softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int = 3
         "softmax", input, dim, _stacklevel + 2)))
     if x is None:
         return other
-    return _ag.SoftmaxFunction.apply(x, _softmax_dim("softmax", x, dim, _stacklevel + 2))
+    return _ag.softmax_op(x, _softmax_dim("softmax", x, dim, _stacklevel + 2), False)
 
 
 def log_softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int = 3,
@@ -148,7 +148,7 @@ def log_softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int
         "log_softmax", input, dim, _stacklevel + 2)))
     if x is None:
         return other
-    return _ag.LogSoftmaxFunction.apply(x, _softmax_dim("log_softmax", x, dim, _stacklevel + 2))
+    return _ag.softmax_op(x, _softmax_dim("log_softmax", x, dim, _stacklevel + 2), True)
 
 
 __all__ = ["relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "prelu",

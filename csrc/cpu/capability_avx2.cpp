@@ -13,6 +13,7 @@
 #pragma GCC target("avx2,fma,f16c")
 #endif
 #define FA_HAVE_F16C 1
+#define FA_HAVE_AVX2 1
 #define FA_CPU_CAP avx2
 #define FA_VEC_BYTES 32
 #include "kernels_impl.h"

@@ -12,6 +12,7 @@
 #pragma GCC target("avx512f,avx512bw,avx512vl,avx512dq,avx2,fma,f16c")
 #endif
 #define FA_HAVE_F16C 1
+#define FA_HAVE_AVX512 1
 #define FA_CPU_CAP avx512
 #define FA_VEC_BYTES 64
 #include "kernels_impl.h"

@@ -11,7 +11,7 @@
 
 #include <cmath>
 #include <utility>
-#if defined(FA_HAVE_F16C)
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
 
@@ -120,6 +120,52 @@ static inline Vec fa_exp_nonpositive(Vec x) {
   p = p * t + 0x1.FFFFF6p-1f;
   const vf e = (t * scale) * p + scale;
   return v < splat(-0x1.5D589Ep6f) ? splat(0.0f) : e;
+}
+
+// Whether any lane of the mask is set.
+static inline bool any_lane(Mask m) {
+#if defined(FA_HAVE_AVX512)  // set by capability_avx512.cpp (the target pragma sets no macro)
+  return _mm512_test_epi32_mask((__m512i)m.m, (__m512i)m.m) != 0;
+#elif defined(FA_HAVE_AVX2)
+  return _mm256_movemask_ps((__m256)m.m) != 0;
+#elif defined(__SSE__) && FA_VEC_BYTES == 16
+  return _mm_movemask_ps((__m128)m.m) != 0;
+#else
+  int32_t lanes[kLanes];
+  memcpy(lanes, &m.m, sizeof(lanes));
+  int32_t any = 0;
+  for (int k = 0; k < kLanes; ++k) any |= lanes[k];
+  return any != 0;
+#endif
+}
+
+// sigmoid(z) = 1 / (1 + exp(-z)), the SIMD form of activations.h's fa_sigmoid (found by
+// argument-dependent lookup for Vec, so sigmoid, silu and swish use it).  exp(-z) is
+// computed as in fa_exp_nonpositive, without the negation (z + n*ln2 is reduced and the
+// polynomial's odd terms change sign), on z clamped to at most 87 (there the result is 1
+// in float anyway).  A vector with a lane below -87 (a subnormal result, -inf) takes
+// fa_sigmoid's general formula instead: rare, and exact to the last subnormal bit.
+// NaN stays NaN.
+template <class T> static T fa_sigmoid_general(T z) {
+  T e = fa_exp(-fa_select(z < T(0.0f), -z, z));
+  return fa_select(z < T(0.0f), e, T(1.0f)) / (T(1.0f) + e);
+}
+
+static inline Vec fa_sigmoid(Vec z) {
+  if (__builtin_expect(any_lane(z < Vec(-87.0f)), 0)) return fa_sigmoid_general(z);
+  vf v = z.v > splat(87.0f) ? splat(87.0f) : z.v;
+  vf n = v * -1.44269504088896341f + 0x1.8000FEp23f;  // round(-z / ln2) + bias
+  const vf scale = (vf)((vi)n << 23);                 // 2^n
+  n = n - 0x1.8000FEp23f;
+  vf u = v + n * 0x1.62E400p-1f;  // u = -t, t = -z - n*ln2
+  u = u + n * 0x1.7F7D1Cp-20f;
+  vf q = splat(0x1.0FA834p-7f);   // q(u) = p(-u)
+  q = q * u - 0x1.573A54p-5f;
+  q = q * u + 0x1.555A6Ap-3f;
+  q = q * u - 0x1.FFFDC6p-2f;
+  q = q * u + 0x1.FFFFF6p-1f;
+  const vf e = scale - (u * scale) * q;  // 2^n * (1 + t*p(t))
+  return 1.0f / (1.0f + e);
 }
 
 static inline Vec fa_expm1(Vec x) {

@@ -1,0 +1,234 @@
+// Autograd kernels of the out-of-place operators, in C++ so that a call from Python costs
+// what a call of a torch operator costs (no Python autograd.Function in between):
+//   NAME(x, p)                              saves y or x (as activations.h says), and
+//   NAME_backward(grad, saved, p, o)        is itself differentiable (double backward);
+//   softmax(x, dim, log) / softmax_backward the same for the row-wise softmax.
+// Each forward calls the device kernel below the autograd layer; each backward calls the
+// backward operator through the dispatcher, so a graph of the gradient (create_graph)
+// records it with its own autograd kernel.  The derivative of a backward with respect to
+// its gradient argument is the same backward (it is linear in the gradient); with respect
+// to the saved tensor it is grad * D'(saved), written with ATen operators.
+// In-place operators and the weighted ones (prelu, swish_weighted) get their autograd in
+// Python (fused_act/autograd.py).
+#include <ATen/ATen.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/custom_function.h>
+#include <torch/library.h>
+
+#include <string>
+
+#include "activations.h"
+
+namespace fused_act {
+namespace {
+
+using torch::autograd::AutogradContext;
+using torch::autograd::variable_list;
+
+using ForwardSig = at::Tensor(const at::Tensor&, double);
+using BackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, double, bool);
+using SoftmaxSig = at::Tensor(const at::Tensor&, int64_t, bool);
+using SoftmaxBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, bool);
+
+template <class Sig>
+c10::TypedOperatorHandle<Sig> find_op(const std::string& name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(("fused_act::" + name).c_str(), "")
+      .template typed<Sig>();
+}
+
+// What each activation's backward reads, and D'(saved) where dx = grad * D(saved).
+template <Act A> struct Rule;
+template <> struct Rule<Act::relu> {
+  static constexpr const char* kName = "relu";
+  static bool saves_output(double) { return true; }
+  static at::Tensor d2(const at::Tensor&, double, bool) { return {}; }
+};
+template <> struct Rule<Act::relu6> {
+  static constexpr const char* kName = "relu6";
+  static bool saves_output(double) { return true; }
+  static at::Tensor d2(const at::Tensor&, double, bool) { return {}; }
+};
+template <> struct Rule<Act::leaky_relu> {
+  static constexpr const char* kName = "leaky_relu";
+  static bool saves_output(double slope) { return slope >= 0; }
+  static at::Tensor d2(const at::Tensor&, double, bool) { return {}; }
+};
+template <> struct Rule<Act::elu> {
+  static constexpr const char* kName = "elu";
+  static bool saves_output(double alpha) { return alpha >= 0; }
+  static at::Tensor d2(const at::Tensor& s, double alpha, bool from_output) {
+    if (from_output) return (s <= 0).to(s.scalar_type());  // D(y) = y + alpha for y <= 0
+    return at::where(s <= 0, at::exp(s) * alpha, at::zeros_like(s));
+  }
+};
+template <> struct Rule<Act::sigmoid> {
+  static constexpr const char* kName = "sigmoid";
+  static bool saves_output(double) { return true; }
+  static at::Tensor d2(const at::Tensor& y, double, bool) { return 1 - 2 * y; }
+};
+template <> struct Rule<Act::tanh> {
+  static constexpr const char* kName = "tanh";
+  static bool saves_output(double) { return true; }
+  static at::Tensor d2(const at::Tensor& y, double, bool) { return -2 * y; }
+};
+template <> struct Rule<Act::swish> {
+  static constexpr const char* kName = "swish";
+  static bool saves_output(double) { return false; }
+  static at::Tensor d2(const at::Tensor& x, double beta, bool) {
+    at::Tensor s = at::sigmoid(x * beta);
+    return beta * s * (1 - s) * (2 + beta * x * (1 - 2 * s));
+  }
+};
+
+template <Act A> const c10::TypedOperatorHandle<ForwardSig>& forward_op() {
+  static const auto op = find_op<ForwardSig>(Rule<A>::kName);
+  return op;
+}
+template <Act A> const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
+  static const auto op = find_op<BackwardSig>(std::string(Rule<A>::kName) + "_backward");
+  return op;
+}
+
+template <Act A>
+struct BackwardFunction : public torch::autograd::Function<BackwardFunction<A>> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad,
+                            const at::Tensor& saved, double p, bool from_output) {
+    ctx->save_for_backward({grad, saved});
+    ctx->saved_data["p"] = p;
+    ctx->saved_data["from_output"] = from_output;
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return backward_op<A>().call(grad, saved, p, from_output);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const double p = ctx->saved_data["p"].toDouble();
+    const bool from_output = ctx->saved_data["from_output"].toBool();
+    const at::Tensor& gg = grads[0];
+    at::Tensor d_grad, d_saved;
+    if (ctx->needs_input_grad(0)) d_grad = backward_op<A>().call(gg, saved[1], p, from_output);
+    if (ctx->needs_input_grad(1)) {
+      at::Tensor d2 = Rule<A>::d2(saved[1], p, from_output);
+      if (d2.defined()) d_saved = gg * saved[0] * d2;
+    }
+    return {d_grad, d_saved, at::Tensor(), at::Tensor()};
+  }
+};
+
+template <Act A>
+struct ForwardFunction : public torch::autograd::Function<ForwardFunction<A>> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, double p) {
+    const bool from_output = Rule<A>::saves_output(p);
+    at::Tensor y;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      y = forward_op<A>().call(x, p);
+    }
+    ctx->save_for_backward({from_output ? y : x});
+    ctx->saved_data["p"] = p;
+    ctx->saved_data["from_output"] = from_output;
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const double p = ctx->saved_data["p"].toDouble();
+    const bool from_output = ctx->saved_data["from_output"].toBool();
+    return {backward_op<A>().call(grads[0], saved[0], p, from_output), at::Tensor()};
+  }
+};
+
+template <Act A> at::Tensor forward_autograd(const at::Tensor& x, double p) {
+  return ForwardFunction<A>::apply(x, p);
+}
+template <Act A>
+at::Tensor backward_autograd(const at::Tensor& grad, const at::Tensor& saved, double p,
+                             bool from_output) {
+  return BackwardFunction<A>::apply(grad, saved, p, from_output);
+}
+
+// ---- softmax / log_softmax: the backward saves only the output y -------------------
+//   softmax:     dx = y * (g - sum(g * y));  d/dg: the same map on gg;
+//                d/dy = gg * (g - sum(g * y)) - g * sum(gg * y)
+//   log_softmax: dx = g - exp(y) * sum(g);   d/dg = gg - sum(gg * exp(y));
+//                d/dy = -gg * exp(y) * sum(g)
+const c10::TypedOperatorHandle<SoftmaxSig>& softmax_op() {
+  static const auto op = find_op<SoftmaxSig>("softmax");
+  return op;
+}
+const c10::TypedOperatorHandle<SoftmaxBackwardSig>& softmax_backward_op() {
+  static const auto op = find_op<SoftmaxBackwardSig>("softmax_backward");
+  return op;
+}
+
+struct SoftmaxBackwardFunction : public torch::autograd::Function<SoftmaxBackwardFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& y,
+                            int64_t dim, bool log) {
+    ctx->save_for_backward({grad, y});
+    ctx->saved_data["dim"] = dim;
+    ctx->saved_data["log"] = log;
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return softmax_backward_op().call(grad, y, dim, log);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &grad = saved[0], &y = saved[1], &gg = grads[0];
+    const int64_t dim = ctx->saved_data["dim"].toInt();
+    const bool log = ctx->saved_data["log"].toBool();
+    at::Tensor d_grad, d_y;
+    if (log) {
+      at::Tensor p = at::exp(y);
+      if (ctx->needs_input_grad(0)) d_grad = gg - (gg * p).sum(dim, /*keepdim=*/true);
+      if (ctx->needs_input_grad(1)) d_y = -gg * p * grad.sum(dim, /*keepdim=*/true);
+    } else {
+      if (ctx->needs_input_grad(0)) d_grad = softmax_backward_op().call(gg, y, dim, false);
+      if (ctx->needs_input_grad(1))
+        d_y = gg * (grad - (grad * y).sum(dim, /*keepdim=*/true)) -
+              grad * (gg * y).sum(dim, /*keepdim=*/true);
+    }
+    return {d_grad, d_y, at::Tensor(), at::Tensor()};
+  }
+};
+
+struct SoftmaxFunction : public torch::autograd::Function<SoftmaxFunction> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t dim, bool log) {
+    at::Tensor y;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      y = softmax_op().call(x, dim, log);
+    }
+    ctx->save_for_backward({y});
+    ctx->saved_data["dim"] = dim;
+    ctx->saved_data["log"] = log;
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    return {softmax_backward_op().call(grads[0], saved[0], ctx->saved_data["dim"].toInt(),
+                                       ctx->saved_data["log"].toBool()),
+            at::Tensor(), at::Tensor()};
+  }
+};
+
+at::Tensor softmax_autograd(const at::Tensor& x, int64_t dim, bool log) {
+  return SoftmaxFunction::apply(x, dim, log);
+}
+at::Tensor softmax_backward_autograd(const at::Tensor& grad, const at::Tensor& y, int64_t dim,
+                                     bool log) {
+  return SoftmaxBackwardFunction::apply(grad, y, dim, log);
+}
+
+}  // namespace
+}  // namespace fused_act
+
+TORCH_LIBRARY_IMPL(fused_act, Autograd, m) {
+#define FA_AUTOGRAD(name, F)                                                     \
+  m.impl(#name, TORCH_FN(fused_act::forward_autograd<fused_act::Act::name>)); \
+  m.impl(#name "_backward", TORCH_FN(fused_act::backward_autograd<fused_act::Act::name>));
+  FA_FOR_EACH_ACTIVATION(FA_AUTOGRAD)
+#undef FA_AUTOGRAD
+  m.impl("softmax", TORCH_FN(fused_act::softmax_autograd));
+  m.impl("softmax_backward", TORCH_FN(fused_act::softmax_backward_autograd));
+}
