@@ -73,7 +73,8 @@ def _want_cuda():
 
 
 def _sources(with_cuda):
-    src = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/cpu/elementwise.cpp", "csrc/cpu/softmax.cpp",
+    src = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/python_module.cpp",
+           "csrc/cpu/elementwise.cpp", "csrc/cpu/softmax.cpp",
            "csrc/cpu/capability_default.cpp"]
     if platform.machine().lower() in ("x86_64", "amd64"):
         src += ["csrc/cpu/capability_avx2.cpp", "csrc/cpu/capability_avx512.cpp"]

@@ -138,12 +138,29 @@ struct ForwardFunction : public torch::autograd::Function<ForwardFunction<A>> {
   }
 };
 
+// Whether a call records a graph; when not, the autograd kernels call the device kernel
+// directly (no autograd Function to set up).
+bool records(std::initializer_list<const at::Tensor*> ts) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const at::Tensor* t : ts)
+    if (t->requires_grad()) return true;
+  return false;
+}
+
 template <Act A> at::Tensor forward_autograd(const at::Tensor& x, double p) {
+  if (!records({&x})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return forward_op<A>().call(x, p);
+  }
   return ForwardFunction<A>::apply(x, p);
 }
 template <Act A>
 at::Tensor backward_autograd(const at::Tensor& grad, const at::Tensor& saved, double p,
                              bool from_output) {
+  if (!records({&grad, &saved})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return backward_op<A>().call(grad, saved, p, from_output);
+  }
   return BackwardFunction<A>::apply(grad, saved, p, from_output);
 }
 
@@ -213,10 +230,18 @@ struct SoftmaxFunction : public torch::autograd::Function<SoftmaxFunction> {
 };
 
 at::Tensor softmax_autograd(const at::Tensor& x, int64_t dim, bool log) {
+  if (!records({&x})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return softmax_op().call(x, dim, log);
+  }
   return SoftmaxFunction::apply(x, dim, log);
 }
 at::Tensor softmax_backward_autograd(const at::Tensor& grad, const at::Tensor& y, int64_t dim,
                                      bool log) {
+  if (!records({&grad, &y})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return softmax_backward_op().call(grad, y, dim, log);
+  }
   return SoftmaxBackwardFunction::apply(grad, y, dim, log);
 }
 

@@ -52,12 +52,3 @@ TORCH_LIBRARY_IMPL(fused_act, CPU, m) {
   fused_act::register_device_impls<fused_act::CpuKernels>(m);
   fused_act::register_softmax_impls<fused_act::CpuKernels>(m);
 }
-
-// `import fused_act._C` loads this library, which registers the operators above; the
-// module itself is empty.
-#include <Python.h>
-
-extern "C" PyMODINIT_FUNC PyInit__C(void) {
-  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C", nullptr, -1, nullptr};
-  return PyModule_Create(&module);
-}

@@ -20,6 +20,15 @@ template <class Dev>
 struct SoftmaxOps {
   static const char* name(bool log) { return log ? "log_softmax" : "softmax"; }
 
+  // dim in [-ndim, ndim) (a 0-d tensor counts as 1-d, as in torch), made non-negative.
+  static int64_t wrap_dim(const char* op, int64_t dim, int64_t ndim) {
+    const int64_t n = ndim > 0 ? ndim : 1;
+    TORCH_CHECK_INDEX(dim >= -n && dim < n, "fused_act::", op, ": dim ", dim,
+                      " is out of range for a tensor of ", ndim, " dimension(s) (expected in [",
+                      -n, ", ", n - 1, "])");
+    return dim < 0 ? dim + n : dim;
+  }
+
   // Elements after `dim` (its stride in a contiguous tensor).
   static int64_t inner_of(const at::Tensor& t, int64_t d) {
     int64_t inner = 1;
@@ -29,7 +38,7 @@ struct SoftmaxOps {
 
   static at::Tensor forward(const at::Tensor& x, int64_t dim, bool log) {
     check_floating(x, name(log), "input");
-    const int64_t d = at::maybe_wrap_dim(dim, x.dim());
+    const int64_t d = wrap_dim(name(log), dim, x.dim());
     at::Tensor y = at::empty(x.sizes(), x.options());
     if (x.numel() == 0) return y;
     const at::Tensor xc = x.contiguous();
@@ -48,7 +57,7 @@ struct SoftmaxOps {
     check_same(g, y, op, "grad", "output");
     TORCH_CHECK(g.sizes() == y.sizes(), "fused_act::", op, ": grad has shape ", g.sizes(),
                 " but the output has shape ", y.sizes());
-    const int64_t d = at::maybe_wrap_dim(dim, g.dim());
+    const int64_t d = wrap_dim(op, dim, g.dim());
     at::Tensor dx = at::empty(g.sizes(), g.options());
     if (g.numel() == 0) return dx;
     const at::Tensor gc = g.contiguous(), yc = y.contiguous();

@@ -34,15 +34,17 @@ def _register_fakes():
 
     # Softmax outputs are contiguous with the input's shape, as torch's (softmax_ops.h).
     torch.library.register_fake("fused_act::softmax")(
-        lambda x, dim, log: _softmax_fake(x, dim))
+        lambda x, dim, log: _softmax_fake("log_softmax" if log else "softmax", x, dim))
     torch.library.register_fake("fused_act::softmax_backward")(
-        lambda grad, y, dim, log: _softmax_fake(grad, dim))
+        lambda grad, y, dim, log: _softmax_fake(
+            "log_softmax_backward" if log else "softmax_backward", grad, dim))
 
 
-def _softmax_fake(x, dim):
-    if not -max(x.dim(), 1) <= dim < max(x.dim(), 1):
-        raise IndexError(f"Dimension out of range (expected to be in range of "
-                         f"[{-max(x.dim(), 1)}, {max(x.dim(), 1) - 1}], but got {dim})")
+def _softmax_fake(op, x, dim):
+    n = max(x.dim(), 1)
+    if not -n <= dim < n:  # the same error as the C++ operator
+        raise IndexError(f"fused_act::{op}: dim {dim} is out of range for a tensor of "
+                         f"{x.dim()} dimension(s) (expected in [{-n}, {n - 1}])")
     return torch.empty(x.shape, dtype=x.dtype, device=x.device)
 
 

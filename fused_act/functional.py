@@ -10,8 +10,14 @@ from typing import Optional, Union
 import torch
 import torch.nn.functional as F
 
+from . import _C
 from . import autograd as _ag
 from ._ops import built_with_cuda
+
+# Eager calls on plain float tensors go to _C.NAME: the operator torch.ops.fused_act.NAME
+# (same autograd and kernels) called without torch.ops' generic argument parsing.  It
+# returns NotImplemented for anything else, and torch.compile traces torch.ops instead.
+_compiling = torch.compiler.is_compiling
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _BUILT_WITH_CUDA = built_with_cuda()
@@ -44,6 +50,10 @@ def _check(name, x, torch_fallback=None, promote_integers=False):
 
 
 def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    if not inplace and not _compiling():
+        y = _C.relu(input, 0.0)
+        if y is not NotImplemented:
+            return y
     x, other = _check("relu", input, lambda: F.relu(input, inplace=inplace))
     return other if x is None else _ag.apply_elementwise("relu", x, 0.0, inplace)
 
@@ -53,12 +63,20 @@ def relu_(input: torch.Tensor) -> torch.Tensor:
 
 
 def relu6(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    if not inplace and not _compiling():
+        y = _C.relu6(input, 0.0)
+        if y is not NotImplemented:
+            return y
     x, other = _check("relu6", input, lambda: F.relu6(input, inplace=inplace))
     return other if x is None else _ag.apply_elementwise("relu6", x, 0.0, inplace)
 
 
 def leaky_relu(input: torch.Tensor, negative_slope: float = 0.01,
                inplace: bool = False) -> torch.Tensor:
+    if not inplace and not _compiling():
+        y = _C.leaky_relu(input, negative_slope)
+        if y is not NotImplemented:
+            return y
     x, other = _check("leaky_relu", input,
                       lambda: F.leaky_relu(input, negative_slope, inplace=inplace))
     return other if x is None else _ag.apply_elementwise("leaky_relu", x, float(negative_slope), inplace)
@@ -69,6 +87,10 @@ def leaky_relu_(input: torch.Tensor, negative_slope: float = 0.01) -> torch.Tens
 
 
 def elu(input: torch.Tensor, alpha: float = 1.0, inplace: bool = False) -> torch.Tensor:
+    if not inplace and not _compiling():
+        y = _C.elu(input, alpha)
+        if y is not NotImplemented:
+            return y
     x, other = _check("elu", input, lambda: F.elu(input, alpha, inplace=inplace))
     return other if x is None else _ag.apply_elementwise("elu", x, float(alpha), inplace)
 
@@ -90,16 +112,28 @@ def prelu(input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def sigmoid(input: torch.Tensor) -> torch.Tensor:
+    if not _compiling():
+        y = _C.sigmoid(input, 0.0)
+        if y is not NotImplemented:
+            return y
     x, other = _check("sigmoid", input, lambda: torch.sigmoid(input), promote_integers=True)
     return other if x is None else _ag.apply_elementwise("sigmoid", x, 0.0, False)
 
 
 def tanh(input: torch.Tensor) -> torch.Tensor:
+    if not _compiling():
+        y = _C.tanh(input, 0.0)
+        if y is not NotImplemented:
+            return y
     x, other = _check("tanh", input, lambda: torch.tanh(input), promote_integers=True)
     return other if x is None else _ag.apply_elementwise("tanh", x, 0.0, False)
 
 
 def silu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    if not inplace and not _compiling():
+        y = _C.swish(input, 1.0)
+        if y is not NotImplemented:
+            return y
     x, other = _check("silu", input, lambda: F.silu(input, inplace=inplace))
     return other if x is None else _ag.apply_elementwise("swish", x, 1.0, inplace)
 
@@ -107,6 +141,10 @@ def silu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
 def swish(input: torch.Tensor, beta: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
     """x * sigmoid(beta * x).  A tensor ``beta`` (one element, or one per channel along
     dim 1) receives a gradient; a float ``beta`` is a constant."""
+    if type(beta) is float and not _compiling():
+        y = _C.swish(input, beta)
+        if y is not NotImplemented:
+            return y
     x, other = _check("swish", input, lambda: input * torch.sigmoid(beta * input))
     if x is None:
         return other
@@ -128,6 +166,10 @@ def softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int = 3
     """softmax along ``dim``: exp(x) / sum(exp(x)), computed as exp(x - max) / sum so that
     no input overflows.  ``dtype`` casts the input first, as torch.softmax does.  A row
     that is entirely -inf gives NaN, as in torch."""
+    if dtype is None and type(dim) is int and not _compiling():
+        y = _C.softmax(input, dim, False)
+        if y is not NotImplemented:
+            return y
     if isinstance(input, torch.Tensor) and dtype is not None:
         input = input.to(dtype)
     x, other = _check("softmax", input, lambda: torch.softmax(input, _softmax_dim(
@@ -142,6 +184,10 @@ def log_softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int
     """log(softmax(x)) along ``dim``, computed as (x - max) - log(sum(exp(x - max))).
     ``dtype`` casts the input first, as torch.log_softmax does.  A row that is entirely
     -inf gives NaN, as in torch."""
+    if dtype is None and type(dim) is int and not _compiling():
+        y = _C.softmax(input, dim, True)
+        if y is not NotImplemented:
+            return y
     if isinstance(input, torch.Tensor) and dtype is not None:
         input = input.to(dtype)
     x, other = _check("log_softmax", input, lambda: torch.log_softmax(input, _softmax_dim(

@@ -227,3 +227,70 @@ def test_non_tensor_input():
 def test_meta_tensors_give_shapes():
     x = torch.empty(3, 7, device="meta")
     assert FA.silu(x).shape == (3, 7) and FA.silu(x).device.type == "meta"
+
+
+# ---- autograd kernels in C++ and the fast eager entry points --------------------------
+
+@pytest.mark.parametrize("name", [n for op in ELEMENTWISE_OPS for n in (op, op + "_backward")]
+                         + ["softmax", "softmax_backward"])
+def test_autograd_kernel_registered(name):
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"fused_act::{name}", "Autograd")
+
+
+@pytest.mark.parametrize("op", ELEMENTWISE_OPS)
+def test_fast_entry_point_is_the_operator(op):
+    from fused_act import _C
+    p = 0.5 if op in ("leaky_relu", "elu", "swish") else 0.0
+    x = torch.randn(3, 37, dtype=torch.float64, requires_grad=True)
+    g = torch.randn(3, 37, dtype=torch.float64)
+    y_fast = getattr(_C, op)(x, p)
+    y_ops = getattr(torch.ops.fused_act, op)(x, p)
+    assert torch.equal(y_fast, y_ops)
+    assert y_fast.grad_fn is not None and y_fast.grad_fn.name() == y_ops.grad_fn.name()
+    (dx_fast,) = torch.autograd.grad(y_fast, x, g)
+    (dx_ops,) = torch.autograd.grad(y_ops, x, g)
+    assert torch.equal(dx_fast, dx_ops)
+
+
+def test_fast_entry_points_decline_what_they_do_not_take():
+    from fused_act import _C
+    x = torch.randn(8)
+    assert _C.relu(torch.arange(8), 0.0) is NotImplemented      # integer dtype
+    assert _C.relu(x, 0) is NotImplemented                       # parameter not a float
+    assert _C.relu(x) is NotImplemented                          # wrong arity
+    assert _C.softmax(x, None, False) is NotImplemented          # dim not an int
+
+    class Sub(torch.Tensor):
+        pass
+
+    assert _C.relu(x.as_subclass(Sub), 0.0) is NotImplemented
+
+
+def test_functional_honours_torch_function_modes_and_subclasses():
+    from torch.overrides import TorchFunctionMode
+    seen = []
+
+    class Record(TorchFunctionMode):
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            seen.append(getattr(func, "__name__", str(func)))
+            return func(*args, **(kwargs or {}))
+
+    x = torch.randn(4, 5)
+    with Record():
+        y = FA.silu(x)
+    assert torch.allclose(y, F.silu(x), rtol=1e-6, atol=1e-7)
+    assert seen, "the mode saw no call: the fast path must step aside under a mode"
+
+    class Sub(torch.Tensor):
+        pass
+
+    ys = FA.relu(x.as_subclass(Sub))
+    assert torch.equal(ys.as_subclass(torch.Tensor), torch.relu(x))
+
+
+def test_fast_entry_point_errors_name_the_operator():
+    x = torch.randn(4, 5)
+    with pytest.raises(IndexError, match=r"fused_act::softmax: dim 2 is out of range"):
+        FA.softmax(x, 2)
+    with pytest.raises(IndexError, match=r"fused_act::log_softmax: dim -3 is out of range"):
+        FA.log_softmax(x, -3)

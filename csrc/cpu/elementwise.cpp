@@ -6,6 +6,7 @@
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstdlib>
 #include <vector>
@@ -90,6 +91,34 @@ void for_each_weight_run(int64_t begin, int64_t end, int64_t inner, int64_t chan
     fn(o, stop, row % channels);
     o = stop;
   }
+}
+
+// Weights that change every few elements (inner < kShortRun: PReLU on (N, C) inputs,
+// channels-last or small feature maps) go to the kernels with one weight per element.
+// The weight of flat offset o repeats with period inner * channels; pieces of up to
+// kPiece elements read it from the pattern at phase o % period, kept small enough to stay
+// in L1 next to the streamed data.
+constexpr int64_t kShortRun = 64;
+constexpr int64_t kPiece = 1024;
+
+struct WeightPattern {
+  int64_t period = 0;
+  std::vector<float> w;  // the weights of phases [0, period + kPiece)
+};
+
+bool short_runs(int64_t inner, int64_t channels) {
+  return channels > 1 && inner < kShortRun && inner * channels <= (int64_t(1) << 22);
+}
+
+WeightPattern weight_pattern(const double* wp, int64_t inner, int64_t channels) {
+  WeightPattern pat;
+  pat.period = inner * channels;
+  pat.w.resize(pat.period + kPiece);
+  float* out = pat.w.data();
+  for (int64_t c = 0; c < channels; ++c)
+    std::fill(out + c * inner, out + (c + 1) * inner, float(wp[c]));
+  for (int64_t j = pat.period; j < int64_t(pat.w.size()); ++j) out[j] = out[j - pat.period];
+  return pat;
 }
 
 template <class Fn> void visit_weighted(Act act, Fn&& fn) {
@@ -184,6 +213,18 @@ void CpuKernels::weighted_forward(Act act, const at::Tensor& x, const at::Tensor
   }
   const KernelTable* k = active_table().load();
   const Storage st = storage_of(x.scalar_type());
+  if (short_runs(inner, channels)) {
+    const WeightPattern pat = weight_pattern(wp, inner, channels);
+    const int64_t pieces = (n + kPiece - 1) / kPiece;
+    at::parallel_for(0, pieces, kGrain / kPiece, [&](int64_t pb, int64_t pe) {
+      for (int64_t q = pb; q < pe; ++q) {
+        const int64_t b = q * kPiece, len = std::min(kPiece, n - b);
+        k->forward_weights(act, st, at_offset<const void>(x, b), at_offset<void>(y, b),
+                           pat.w.data() + b % pat.period, len);
+      }
+    });
+    return;
+  }
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     for_each_weight_run(b, e, inner, channels, [&](int64_t rb, int64_t re, int64_t c) {
       k->forward(act, st, at_offset<const void>(x, rb), at_offset<void>(y, rb), re - rb,
@@ -206,6 +247,43 @@ void CpuKernels::weighted_backward(Act act, const at::Tensor& g, const at::Tenso
   const KernelTable* k = active_table().load();
   const bool is_double = x.scalar_type() == at::kDouble;
   const Storage st = is_double ? Storage::f32 : storage_of(x.scalar_type());
+
+  if (!is_double && short_runs(inner, channels)) {
+    // Fixed blocks of pieces, each summing its weight-gradient terms per phase of the
+    // pattern in float, then per channel in double; blocks are summed in order.
+    const WeightPattern pat = weight_pattern(wp, inner, channels);
+    const int64_t pieces = (n + kPiece - 1) / kPiece;
+    const int64_t per_block = kGrain / kPiece;
+    const int64_t nblk = (pieces + per_block - 1) / per_block;
+    std::vector<double> part(need_wgrad ? nblk * channels : 0, 0.0);
+    at::parallel_for(0, nblk, 1, [&](int64_t bb, int64_t be) {
+      std::vector<float> acc(need_wgrad ? pat.w.size() : 0);
+      for (int64_t blk = bb; blk < be; ++blk) {
+        std::fill(acc.begin(), acc.end(), 0.0f);
+        const int64_t q1 = std::min(pieces, (blk + 1) * per_block);
+        for (int64_t q = blk * per_block; q < q1; ++q) {
+          const int64_t b = q * kPiece, len = std::min(kPiece, n - b), ph = b % pat.period;
+          k->backward_weights(act, st, at_offset<const void>(g, b), at_offset<const void>(x, b),
+                              at_offset<void>(dx, b), pat.w.data() + ph,
+                              need_wgrad ? acc.data() + ph : nullptr, len);
+        }
+        if (need_wgrad) {
+          double* pc = part.data() + blk * channels;
+          for (int64_t j = 0; j < int64_t(acc.size()); ++j)
+            pc[(j % pat.period) / inner] += acc[j];
+        }
+      }
+    });
+    if (need_wgrad) {
+      std::vector<double> total(channels, 0.0);
+      for (int64_t blk = 0; blk < nblk; ++blk)
+        for (int64_t c = 0; c < channels; ++c) total[c] += part[blk * channels + c];
+      at::Tensor t = at::empty({channels}, w.options().dtype(at::kDouble));
+      std::copy(total.begin(), total.end(), t.mutable_data_ptr<double>());
+      dw.copy_(t.view(dw.sizes()));
+    }
+    return;
+  }
 
   visit_weighted(act, [&](auto a) {
     using F = typename decltype(a)::type;

@@ -23,6 +23,13 @@ struct KernelTable {
   // input, and, when need_weight_grad, returns the sum of the weight-gradient terms.
   double (*backward_weighted)(Act act, Storage st, const void* g, const void* x, void* dx,
                               int64_t n, float p, bool need_weight_grad);
+  // The same with one weight per element, w[i] (float): for weights that change every
+  // few elements (PReLU on (N, C) inputs, small feature maps).  acc, when not null,
+  // gets acc[i] += the weight-gradient term of element i.
+  void (*forward_weights)(Act act, Storage st, const void* x, void* y, const float* w,
+                          int64_t n);
+  void (*backward_weights)(Act act, Storage st, const void* g, const void* x, void* dx,
+                           const float* w, float* acc, int64_t n);
   // Softmax (log = false) or log-softmax over `rows` contiguous rows of n elements each
   // (../softmax.h): y = softmax(x) per row, and dx from the gradient g and the output y.
   void (*softmax_forward)(Storage st, bool log, const void* x, void* y, int64_t rows,

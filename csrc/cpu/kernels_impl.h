@@ -80,6 +80,54 @@ static double backward_weighted_loop(const S* g, const S* x, S* dx, int64_t n, f
   return need_weight_grad ? lane_sum(acc) : 0.0;
 }
 
+// The weighted activations with one weight per element (w[i], float).
+template <class F, class S>
+static void forward_weights_loop(const S* x, S* y, const float* w, int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) store(y + i, F::forward(load(x + i), load(w + i)));
+  if (i < n) {
+    Padded<S> px(x + i, n - i);
+    Padded<float> pw(w + i, n - i);
+    S out[kLanes];
+    store(out, F::forward(load(px.buf), load(pw.buf)));
+    memcpy(y + i, out, (n - i) * sizeof(S));
+  }
+}
+
+template <class F, class S>
+static void backward_weights_loop(const S* g, const S* x, S* dx, const float* w, float* acc,
+                                  int64_t n) {
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes) {
+    const Vec vg = load(g + i), vx = load(x + i), vw = load(w + i);
+    store(dx + i, F::template backward<false>(vg, vx, vw));
+    if (acc) store(acc + i, load(acc + i) + F::weight_grad(vg, vx, vw));
+  }
+  if (i < n) {
+    Padded<S> pg(g + i, n - i), px(x + i, n - i);
+    Padded<float> pw(w + i, n - i), pa(acc ? acc + i : w + i, n - i);
+    const Vec vg = load(pg.buf), vx = load(px.buf), vw = load(pw.buf);
+    S out[kLanes];
+    store(out, F::template backward<false>(vg, vx, vw));
+    memcpy(dx + i, out, (n - i) * sizeof(S));
+    if (acc) {
+      float sum[kLanes];
+      store(sum, load(pa.buf) + F::weight_grad(vg, vx, vw));
+      memcpy(acc + i, sum, (n - i) * sizeof(float));
+    }
+  }
+}
+
+template <class Fn> static void visit_weighted_act(Act act, Fn&& fn) {
+  switch (act) {
+#define FA_WEIGHTED_CASE(name, F, op) \
+  case Act::name: fn(ActTag<F>{}); break;
+    FA_FOR_EACH_WEIGHTED(FA_WEIGHTED_CASE)
+#undef FA_WEIGHTED_CASE
+    default: break;  // the operator layer only sends weighted activations here
+  }
+}
+
 // Calls fn(tag) with tag carrying the storage type of `st`.
 template <class S> struct StorageTag { using type = S; };
 template <class Fn> static void visit_storage(Storage st, Fn&& fn) {
@@ -138,6 +186,29 @@ static double backward_weighted(Act act, Storage st, const void* g, const void* 
   return result;
 }
 
+static void forward_weights(Act act, Storage st, const void* x, void* y, const float* w,
+                            int64_t n) {
+  visit_weighted_act(act, [&](auto a) {
+    using F = typename decltype(a)::type;
+    visit_storage(st, [&](auto t) {
+      using S = typename decltype(t)::type;
+      forward_weights_loop<F>(static_cast<const S*>(x), static_cast<S*>(y), w, n);
+    });
+  });
+}
+
+static void backward_weights(Act act, Storage st, const void* g, const void* x, void* dx,
+                             const float* w, float* acc, int64_t n) {
+  visit_weighted_act(act, [&](auto a) {
+    using F = typename decltype(a)::type;
+    visit_storage(st, [&](auto t) {
+      using S = typename decltype(t)::type;
+      backward_weights_loop<F>(static_cast<const S*>(g), static_cast<const S*>(x),
+                               static_cast<S*>(dx), w, acc, n);
+    });
+  });
+}
+
 }  // namespace FA_CPU_CAP
 }  // namespace cpu
 }  // namespace fused_act
@@ -156,6 +227,8 @@ const KernelTable FA_TABLE_NAME(FA_CPU_CAP) = {
     &FA_CPU_CAP::forward,
     &FA_CPU_CAP::backward,
     &FA_CPU_CAP::backward_weighted,
+    &FA_CPU_CAP::forward_weights,
+    &FA_CPU_CAP::backward_weights,
     &FA_CPU_CAP::softmax_forward,
     &FA_CPU_CAP::softmax_backward,
     &FA_CPU_CAP::softmax_forward_inner,

@@ -1,0 +1,113 @@
+// The Python module fused_act._C.  Importing it loads this library, which registers the
+// operators (ops.cpp, autograd.cpp and the device files).  It also has one function per
+// out-of-place operator that calls it through the dispatcher straight from Python, for
+// the eager calls of fused_act.functional: the same operator, autograd kernel and
+// device kernel as torch.ops.fused_act.NAME, without the generic argument parsing of
+// torch.ops (about a microsecond per call, which matters for memory-bound kernels).
+// Each returns NotImplemented for what it does not take (tensor subclasses, a torch
+// function mode, other dtypes or devices); fused_act.functional then uses torch.ops.
+#include <ATen/ATen.h>
+#include <ATen/PythonTorchFunctionTLS.h>
+#include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/Exceptions.h>
+#include <torch/csrc/autograd/python_variable.h>
+#include <torch/csrc/utils/pybind.h>
+
+#include <string>
+
+#include "activations.h"
+
+namespace fused_act {
+namespace {
+
+using ForwardSig = at::Tensor(const at::Tensor&, double);
+using SoftmaxSig = at::Tensor(const at::Tensor&, int64_t, bool);
+
+template <class Sig> c10::TypedOperatorHandle<Sig> find_op(const char* name) {
+  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").template typed<Sig>();
+}
+
+// The tensor, when the fast path takes it; nullptr otherwise.
+const at::Tensor* fast_tensor(PyObject* obj) {
+  if (!THPVariable_CheckExact(obj) || at::impl::torch_function_mode_enabled()) return nullptr;
+  const at::Tensor& t = THPVariable_Unpack(obj);
+  const auto st = t.scalar_type();
+  if (st != at::kFloat && st != at::kDouble && st != at::kHalf && st != at::kBFloat16)
+    return nullptr;
+#ifdef FA_WITH_CUDA
+  if (!t.is_cpu() && !t.is_cuda()) return nullptr;
+#else
+  if (!t.is_cpu()) return nullptr;
+#endif
+  return &t;
+}
+
+PyObject* not_implemented() {
+  Py_INCREF(Py_NotImplemented);
+  return Py_NotImplemented;
+}
+
+// NAME(x: Tensor, p: float) -> Tensor
+template <Act A> struct Fast {
+  static const char* qualified_name();
+  static PyObject* call(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    HANDLE_TH_ERRORS
+    if (nargs != 2 || !PyFloat_Check(args[1])) return not_implemented();
+    const at::Tensor* x = fast_tensor(args[0]);
+    if (x == nullptr) return not_implemented();
+    const double p = PyFloat_AS_DOUBLE(args[1]);
+    static const auto op = find_op<ForwardSig>(qualified_name());
+    at::Tensor y;
+    {
+      pybind11::gil_scoped_release no_gil;
+      y = op.call(*x, p);
+    }
+    return THPVariable_Wrap(std::move(y));
+    END_HANDLE_TH_ERRORS
+  }
+};
+#define FA_QUALIFIED_NAME(name, F) \
+  template <> const char* Fast<Act::name>::qualified_name() { return "fused_act::" #name; }
+FA_FOR_EACH_ACTIVATION(FA_QUALIFIED_NAME)
+#undef FA_QUALIFIED_NAME
+
+// softmax(x: Tensor, dim: int, log: bool) -> Tensor, dim already checked by the caller.
+PyObject* fast_softmax(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  if (nargs != 3 || !PyLong_CheckExact(args[1]) || !PyBool_Check(args[2]))
+    return not_implemented();
+  const at::Tensor* x = fast_tensor(args[0]);
+  if (x == nullptr) return not_implemented();
+  const int64_t dim = PyLong_AsLongLong(args[1]);
+  if (dim == -1 && PyErr_Occurred()) return nullptr;
+  const bool log = args[2] == Py_True;
+  static const auto op = find_op<SoftmaxSig>("fused_act::softmax");
+  at::Tensor y;
+  {
+    pybind11::gil_scoped_release no_gil;
+    y = op.call(*x, dim, log);
+  }
+  return THPVariable_Wrap(std::move(y));
+  END_HANDLE_TH_ERRORS
+}
+
+PyMethodDef methods[] = {
+#define FA_METHOD(name, F)                                                       \
+  {#name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(            \
+              &Fast<Act::name>::call)),                                          \
+   METH_FASTCALL, "fused_act::" #name " on a plain tensor, else NotImplemented"},
+    FA_FOR_EACH_ACTIVATION(FA_METHOD)
+#undef FA_METHOD
+    {"softmax", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&fast_softmax)),
+     METH_FASTCALL, "fused_act::softmax on a plain tensor, else NotImplemented"},
+    {nullptr, nullptr, 0, nullptr}};
+
+}  // namespace
+}  // namespace fused_act
+
+extern "C" PyMODINIT_FUNC PyInit__C(void) {
+  static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_C",
+                                      "fused_act operators and their fast eager entry points",
+                                      -1, fused_act::methods};
+  return PyModule_Create(&module);
+}
