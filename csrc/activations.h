@@ -23,6 +23,8 @@
 
 #if defined(__CUDACC__) || defined(__HIPCC__)
 #define FA_HD __host__ __device__ __forceinline__
+#elif defined(__GNUC__)
+#define FA_HD inline __attribute__((always_inline))  // into the SIMD loops, no call
 #else
 #define FA_HD inline
 #endif

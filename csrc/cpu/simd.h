@@ -19,6 +19,11 @@
 #error "define FA_CPU_CAP and FA_VEC_BYTES before including simd.h"
 #endif
 
+// Every helper here is inlined: a call would spill the vector registers around it.
+#ifndef FA_VINLINE
+#define FA_VINLINE static inline __attribute__((always_inline))
+#endif
+
 namespace fused_act {
 namespace cpu {
 namespace FA_CPU_CAP {
@@ -29,9 +34,9 @@ typedef int32_t vi __attribute__((vector_size(FA_VEC_BYTES)));
 typedef uint32_t vu __attribute__((vector_size(FA_VEC_BYTES)));
 typedef uint16_t vh __attribute__((vector_size(FA_VEC_BYTES / 2)));
 
-static inline vf splat(float s) { return vf{} + s; }
-static inline vi splati(int32_t s) { return vi{} + s; }
-static inline vu splatu(uint32_t s) { return vu{} + s; }
+FA_VINLINE vf splat(float s) { return vf{} + s; }
+FA_VINLINE vi splati(int32_t s) { return vi{} + s; }
+FA_VINLINE vu splatu(uint32_t s) { return vu{} + s; }
 
 struct Mask { vi m; };
 
@@ -43,30 +48,30 @@ struct Vec {
   Vec(int s) : v(splat(float(s))) {}
 };
 
-static inline Vec operator+(Vec a, Vec b) { return a.v + b.v; }
-static inline Vec operator-(Vec a, Vec b) { return a.v - b.v; }
-static inline Vec operator*(Vec a, Vec b) { return a.v * b.v; }
-static inline Vec operator/(Vec a, Vec b) { return a.v / b.v; }
-static inline Vec operator-(Vec a) { return -a.v; }
+FA_VINLINE Vec operator+(Vec a, Vec b) { return a.v + b.v; }
+FA_VINLINE Vec operator-(Vec a, Vec b) { return a.v - b.v; }
+FA_VINLINE Vec operator*(Vec a, Vec b) { return a.v * b.v; }
+FA_VINLINE Vec operator/(Vec a, Vec b) { return a.v / b.v; }
+FA_VINLINE Vec operator-(Vec a) { return -a.v; }
 // IEEE ordered comparisons: false when either side is NaN, as in scalar C++.
-static inline Mask operator<=(Vec a, Vec b) { return {a.v <= b.v}; }
-static inline Mask operator>=(Vec a, Vec b) { return {a.v >= b.v}; }
-static inline Mask operator<(Vec a, Vec b) { return {a.v < b.v}; }
-static inline Mask operator>(Vec a, Vec b) { return {a.v > b.v}; }
-static inline Vec fa_select(Mask c, Vec a, Vec b) { return c.m ? a.v : b.v; }
+FA_VINLINE Mask operator<=(Vec a, Vec b) { return {a.v <= b.v}; }
+FA_VINLINE Mask operator>=(Vec a, Vec b) { return {a.v >= b.v}; }
+FA_VINLINE Mask operator<(Vec a, Vec b) { return {a.v < b.v}; }
+FA_VINLINE Mask operator>(Vec a, Vec b) { return {a.v > b.v}; }
+FA_VINLINE Vec fa_select(Mask c, Vec a, Vec b) { return c.m ? a.v : b.v; }
 
 // Clamp that keeps NaN (a NaN compares false and is kept).
-static inline vf clamp_keep_nan(vf v, float lo, float hi) {
+FA_VINLINE vf clamp_keep_nan(vf v, float lo, float hi) {
   v = v > splat(hi) ? splat(hi) : v;
   return v < splat(lo) ? splat(lo) : v;
 }
 
 // 2^n for integer n in [-126, 127], built from the exponent bits.
-static inline vf pow2i(vi n) { return (vf)((n + 127) << 23); }
+FA_VINLINE vf pow2i(vi n) { return (vf)((n + 127) << 23); }
 
 // x = n*ln2 + r with |r| <= ln2/2; returns r and n, n both as float and as int.
 // n is rounded with the 1.5*2^23 trick, which reads the integer off the float's bits.
-static inline vf reduce_ln2(vf v, vf* n, vi* ni) {
+FA_VINLINE vf reduce_ln2(vf v, vf* n, vi* ni) {
   const float magic = 12582912.0f;
   vf t = v * 1.44269504088896341f + magic;
   *ni = (vi)t - (vi)splat(magic);
@@ -76,7 +81,7 @@ static inline vf reduce_ln2(vf v, vf* n, vi* ni) {
 }
 
 // exp(r) - 1 on |r| <= ln2/2 (Cephes' minimax polynomial, about 1 ULP).
-static inline vf expm1_reduced(vf r) {
+FA_VINLINE vf expm1_reduced(vf r) {
   vf p = splat(1.9875691500e-4f);
   p = p * r + 1.3981999507e-3f;
   p = p * r + 8.3334519073e-3f;
@@ -86,7 +91,7 @@ static inline vf expm1_reduced(vf r) {
   return p * (r * r) + r;
 }
 
-static inline Vec fa_exp(Vec x) {
+FA_VINLINE Vec fa_exp(Vec x) {
   // Above 88.8 the result is inf, below -104 it rounds to 0.
   vf v = clamp_keep_nan(x.v, -104.0f, 88.8f);
   vf n;
@@ -106,7 +111,7 @@ static inline Vec fa_exp(Vec x) {
 // float).  The scaling by 2^n is folded into the last FMA.  Results below 2^-126
 // (x < -87.34) are flushed to 0, an absolute error under 1.2e-38; -inf gives 0, NaN
 // stays NaN.  Also correct for 0 < x < 88.
-static inline Vec fa_exp_nonpositive(Vec x) {
+FA_VINLINE Vec fa_exp_nonpositive(Vec x) {
   const vf v = x.v;
   vf n = v * 1.44269504088896341f + 0x1.8000FEp23f;  // 1.5*2^23 + 127: rounds, adds the bias
   const vf scale = (vf)((vi)n << 23);               // 2^round(x/ln2)
@@ -123,7 +128,7 @@ static inline Vec fa_exp_nonpositive(Vec x) {
 }
 
 // Whether any lane of the mask is set.
-static inline bool any_lane(Mask m) {
+FA_VINLINE bool any_lane(Mask m) {
 #if defined(FA_HAVE_AVX512)  // set by capability_avx512.cpp (the target pragma sets no macro)
   return _mm512_test_epi32_mask((__m512i)m.m, (__m512i)m.m) != 0;
 #elif defined(FA_HAVE_AVX2)
@@ -146,12 +151,12 @@ static inline bool any_lane(Mask m) {
 // in float anyway).  A vector with a lane below -87 (a subnormal result, -inf) takes
 // fa_sigmoid's general formula instead: rare, and exact to the last subnormal bit.
 // NaN stays NaN.
-template <class T> static T fa_sigmoid_general(T z) {
+template <class T> static __attribute__((noinline, cold)) T fa_sigmoid_general(T z) {
   T e = fa_exp(-fa_select(z < T(0.0f), -z, z));
   return fa_select(z < T(0.0f), e, T(1.0f)) / (T(1.0f) + e);
 }
 
-static inline Vec fa_sigmoid(Vec z) {
+FA_VINLINE Vec fa_sigmoid(Vec z) {
   if (__builtin_expect(any_lane(z < Vec(-87.0f)), 0)) return fa_sigmoid_general(z);
   vf v = z.v > splat(87.0f) ? splat(87.0f) : z.v;
   vf n = v * -1.44269504088896341f + 0x1.8000FEp23f;  // round(-z / ln2) + bias
@@ -168,7 +173,7 @@ static inline Vec fa_sigmoid(Vec z) {
   return 1.0f / (1.0f + e);
 }
 
-static inline Vec fa_expm1(Vec x) {
+FA_VINLINE Vec fa_expm1(Vec x) {
   // Below -25 the result is -1 in float; above 88.8 it is inf.
   vf v = clamp_keep_nan(x.v, -25.0f, 88.8f);
   vf n;
@@ -181,7 +186,7 @@ static inline Vec fa_expm1(Vec x) {
   return (t * em1 + (t - 0.5f)) * 2.0f;
 }
 
-static inline Vec fa_tanh(Vec x) {
+FA_VINLINE Vec fa_tanh(Vec x) {
   // tanh(x) = expm1(2x) / (expm1(2x) + 2): no cancellation near 0; |x| >= 10 gives +-1.
   vf v = clamp_keep_nan(x.v, -10.0f, 10.0f);
   vf e = fa_expm1(Vec(v + v)).v;
@@ -192,17 +197,17 @@ static inline Vec fa_tanh(Vec x) {
 template <int B> struct FloatVecOf { typedef float type __attribute__((vector_size(B))); };
 
 template <class H, class V, size_t... I>
-static inline H low_half(V v, std::index_sequence<I...>) {
+FA_VINLINE H low_half(V v, std::index_sequence<I...>) {
   return __builtin_shufflevector(v, v, I...);
 }
 template <class H, class V, size_t... I>
-static inline H high_half(V v, std::index_sequence<I...>) {
+FA_VINLINE H high_half(V v, std::index_sequence<I...>) {
   return __builtin_shufflevector(v, v, (I + sizeof...(I))...);
 }
 
 // Register shuffles only: going through memory would stall on store forwarding.
 template <int B, class Op>
-static inline float reduce_lanes(typename FloatVecOf<B>::type v, Op op) {
+FA_VINLINE float reduce_lanes(typename FloatVecOf<B>::type v, Op op) {
   if constexpr (B == 4) {
     return v[0];
   } else {
@@ -212,16 +217,16 @@ static inline float reduce_lanes(typename FloatVecOf<B>::type v, Op op) {
   }
 }
 
-static inline float hsum(Vec v) {
+FA_VINLINE float hsum(Vec v) {
   return reduce_lanes<FA_VEC_BYTES>(v.v, [](auto a, auto b) { return a + b; });
 }
 // Lanes are never NaN where this is used (see softmax.h); NaN in b would be dropped.
-static inline float hmax(Vec v) {
+FA_VINLINE float hmax(Vec v) {
   return reduce_lanes<FA_VEC_BYTES>(v.v, [](auto a, auto b) { return b > a ? b : a; });
 }
 
 // Lane k holds float(k).
-static inline Vec lane_index() {
+FA_VINLINE Vec lane_index() {
   vf v;
   for (int k = 0; k < kLanes; ++k) v[k] = float(k);
   return v;
@@ -229,7 +234,7 @@ static inline Vec lane_index() {
 
 // Natural log (Cephes' logf polynomial, about 1 ULP); 0 -> -inf, inf -> inf, NaN and
 // negative inputs -> NaN.
-static inline Vec fa_log(Vec x) {
+FA_VINLINE Vec fa_log(Vec x) {
   const vf v = x.v;
   const vi bits = (vi)v;
   vi e = ((bits >> 23) & 0xff) - 126;
@@ -260,19 +265,19 @@ static inline Vec fa_log(Vec x) {
 struct half_t { uint16_t bits; };
 struct bf16_t { uint16_t bits; };
 
-static inline Vec load(const float* p) {
+FA_VINLINE Vec load(const float* p) {
   vf v;
   memcpy(&v, p, sizeof(v));
   return v;
 }
-static inline void store(float* p, Vec v) { memcpy(p, &v.v, sizeof(v.v)); }
+FA_VINLINE void store(float* p, Vec v) { memcpy(p, &v.v, sizeof(v.v)); }
 
-static inline Vec load(const bf16_t* p) {
+FA_VINLINE Vec load(const bf16_t* p) {
   vh h;
   memcpy(&h, p, sizeof(h));
   return (vf)(__builtin_convertvector(h, vu) << 16);
 }
-static inline void store(bf16_t* p, Vec v) {
+FA_VINLINE void store(bf16_t* p, Vec v) {
   // Round to nearest even; NaN stays a (quiet) NaN.
   vu u = (vu)v.v;
   vu r = (u + (0x7FFFu + ((u >> 16) & 1u))) >> 16;
@@ -282,13 +287,13 @@ static inline void store(bf16_t* p, Vec v) {
 }
 
 #if defined(FA_HAVE_F16C)
-static inline Vec load(const half_t* p) {
+FA_VINLINE Vec load(const half_t* p) {
   float f[kLanes];
   for (int k = 0; k < kLanes; k += 8)
     _mm256_storeu_ps(f + k, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p + k))));
   return load(f);
 }
-static inline void store(half_t* p, Vec v) {
+FA_VINLINE void store(half_t* p, Vec v) {
   float f[kLanes];
   store(f, v);
   for (int k = 0; k < kLanes; k += 8)
@@ -297,7 +302,7 @@ static inline void store(half_t* p, Vec v) {
 }
 #else
 // IEEE half <-> float with integer operations only (the classic branch-free method).
-static inline Vec load(const half_t* p) {
+FA_VINLINE Vec load(const half_t* p) {
   vh h;
   memcpy(&h, p, sizeof(h));
   vu w = __builtin_convertvector(h, vu) << 16;
@@ -308,7 +313,7 @@ static inline Vec load(const half_t* p) {
   vu bits = (two_w < splatu(1u << 27)) ? (vu)denormalized : (vu)normalized;
   return (vf)(sign | bits);
 }
-static inline void store(half_t* p, Vec v) {
+FA_VINLINE void store(half_t* p, Vec v) {
   vu w = (vu)v.v;
   vu shl1_w = w + w;
   vu sign = w & 0x80000000u;
