@@ -45,34 +45,6 @@ class Clock:
             fn()
         return (time.perf_counter() - t0) / number
 
-    def time_with_setup(self, setup: Callable[[], object], fn: Callable[[object], object],
-                        number: int) -> float:
-        """Seconds per call of ``fn(setup())``, timing only ``fn``: ``setup`` (e.g. the
-        forward pass that builds the autograd graph a backward consumes) runs outside the
-        timed region, and so does freeing what ``fn`` returned."""
-        self.sync()
-        if self.cuda:
-            events = []
-            for _ in range(number):
-                state = setup()
-                start = torch.cuda.Event(enable_timing=True)
-                end = torch.cuda.Event(enable_timing=True)
-                start.record()
-                out = fn(state)
-                end.record()
-                events.append((start, end))
-                del out, state
-            torch.cuda.synchronize()
-            return sum(s.elapsed_time(e) for s, e in events) / 1e3 / number
-        total = 0.0
-        for _ in range(number):
-            state = setup()
-            t0 = time.perf_counter()
-            out = fn(state)
-            total += time.perf_counter() - t0
-            del out, state
-        return total / number
-
 
 @dataclass
 class Candidate:
