@@ -244,6 +244,9 @@ def make_compiled(act):
     """torch.compile of the reference, once per activation: the batch dimension is marked
     dynamic so that every size reuses one compiled graph."""
     torch._dynamo.reset()  # fresh caches per op: no recompile limit reached across ops
+    # The backward is timed on a retained graph, which a compiled backward that donates
+    # its saved buffers refuses to run twice.
+    torch._functorch.config.donated_buffer = False
     return torch.compile(act.reference)
 
 

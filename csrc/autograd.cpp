@@ -8,10 +8,13 @@
 // records it with its own autograd kernel.  The derivative of a backward with respect to
 // its gradient argument is the same backward (it is linear in the gradient); with respect
 // to the saved tensor it is grad * D'(saved), written with ATen operators.
-// In-place operators and the weighted ones (prelu, swish_weighted) get their autograd in
-// Python (fused_act/autograd.py).
+// The weighted operators (prelu, swish_weighted) save x and the weight; their backward
+// operator gives dx and the weight gradient, and when a graph of the gradient is wanted
+// (create_graph) the gradients come from differentiating their composite formula instead.
+// In-place operators get their autograd in Python (fused_act/autograd.py).
 #include <ATen/ATen.h>
 #include <ATen/core/dispatch/Dispatcher.h>
+#include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
@@ -245,10 +248,94 @@ at::Tensor softmax_backward_autograd(const at::Tensor& grad, const at::Tensor& y
   return SoftmaxBackwardFunction::apply(grad, y, dim, log);
 }
 
+// ---- prelu / swish_weighted: one weight, or one per channel along dim 1 ------------
+using WeightedSig = at::Tensor(const at::Tensor&, const at::Tensor&);
+using WeightedBackwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
+                                                               const at::Tensor&,
+                                                               const at::Tensor&, bool);
+
+// The weight shaped to broadcast against x: a scalar, or [1, C, 1, ...].
+at::Tensor broadcast_weight(const at::Tensor& w, const at::Tensor& x) {
+  if (w.numel() == 1 || x.dim() < 2) return w.reshape({});
+  std::vector<int64_t> shape(x.dim(), 1);
+  shape[1] = w.numel();
+  return w.reshape(shape);
+}
+
+// The composite formulas, differentiable in both arguments (wb already broadcast).
+template <Act A> at::Tensor weighted_reference(const at::Tensor& x, const at::Tensor& wb);
+template <> at::Tensor weighted_reference<Act::leaky_relu>(const at::Tensor& x,
+                                                           const at::Tensor& wb) {
+  return at::where(x > 0, x, wb * x);
+}
+template <> at::Tensor weighted_reference<Act::swish>(const at::Tensor& x, const at::Tensor& wb) {
+  return x * at::sigmoid(wb * x);
+}
+
+template <Act A, const char* kOp>
+struct WeightedFunction : public torch::autograd::Function<WeightedFunction<A, kOp>> {
+  static const c10::TypedOperatorHandle<WeightedSig>& forward_handle() {
+    static const auto op = find_op<WeightedSig>(kOp);
+    return op;
+  }
+  static const c10::TypedOperatorHandle<WeightedBackwardSig>& backward_handle() {
+    static const auto op = find_op<WeightedBackwardSig>(std::string(kOp) + "_backward");
+    return op;
+  }
+
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w) {
+    at::Tensor y;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      y = forward_handle().call(x, w);
+    }
+    ctx->save_for_backward({x, w});
+    return y;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const at::Tensor &x = saved[0], &w = saved[1], &g = grads[0];
+    const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
+    if (at::GradMode::is_enabled()) {  // create_graph: differentiable gradients
+      at::Tensor xi = x.requires_grad() ? x : x.detach().requires_grad_();
+      at::Tensor wi = w.requires_grad() ? w : w.detach().requires_grad_();
+      at::Tensor y = weighted_reference<A>(xi, broadcast_weight(wi, xi));
+      auto d = torch::autograd::grad({y}, {xi, wi}, {g}, /*retain_graph=*/true,
+                                     /*create_graph=*/true, /*allow_unused=*/true);
+      return {need_x ? d[0] : at::Tensor(), need_w ? d[1] : at::Tensor()};
+    }
+    at::Tensor dx, dw;
+    {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      std::tie(dx, dw) = backward_handle().call(g, x, w, need_w);
+    }
+    return {need_x ? dx : at::Tensor(), need_w ? dw : at::Tensor()};
+  }
+};
+
+template <Act A, const char* kOp>
+at::Tensor weighted_autograd(const at::Tensor& x, const at::Tensor& w) {
+  if (!records({&x, &w})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return WeightedFunction<A, kOp>::forward_handle().call(x, w);
+  }
+  return WeightedFunction<A, kOp>::apply(x, w);
+}
+
+#define FA_WEIGHTED_OP_NAME(name, F, op) constexpr char kOpName_##op[] = #op;
+FA_FOR_EACH_WEIGHTED(FA_WEIGHTED_OP_NAME)
+#undef FA_WEIGHTED_OP_NAME
+
 }  // namespace
 }  // namespace fused_act
 
 TORCH_LIBRARY_IMPL(fused_act, Autograd, m) {
+#define FA_AUTOGRAD_WEIGHTED(name, F, op)                                            \
+  m.impl(#op, TORCH_FN((fused_act::weighted_autograd<fused_act::Act::name,          \
+                                                     fused_act::kOpName_##op>)));
+  FA_FOR_EACH_WEIGHTED(FA_AUTOGRAD_WEIGHTED)
+#undef FA_AUTOGRAD_WEIGHTED
 #define FA_AUTOGRAD(name, F)                                                     \
   m.impl(#name, TORCH_FN(fused_act::forward_autograd<fused_act::Act::name>)); \
   m.impl(#name "_backward", TORCH_FN(fused_act::backward_autograd<fused_act::Act::name>));

@@ -22,6 +22,7 @@ namespace {
 
 using ForwardSig = at::Tensor(const at::Tensor&, double);
 using SoftmaxSig = at::Tensor(const at::Tensor&, int64_t, bool);
+using WeightedSig = at::Tensor(const at::Tensor&, const at::Tensor&);
 
 template <class Sig> c10::TypedOperatorHandle<Sig> find_op(const char* name) {
   return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").template typed<Sig>();
@@ -71,6 +72,29 @@ template <Act A> struct Fast {
 FA_FOR_EACH_ACTIVATION(FA_QUALIFIED_NAME)
 #undef FA_QUALIFIED_NAME
 
+// prelu / swish_weighted(x: Tensor, weight: Tensor) -> Tensor
+template <const char* kName>
+PyObject* fast_weighted(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  if (nargs != 2 || !THPVariable_CheckExact(args[1])) return not_implemented();
+  const at::Tensor* x = fast_tensor(args[0]);
+  if (x == nullptr) return not_implemented();
+  const at::Tensor& w = THPVariable_Unpack(args[1]);
+  // A weight on another device would pick that device's kernel: the caller reports it.
+  if (w.device() != x->device()) return not_implemented();
+  static const auto op = find_op<WeightedSig>(kName);
+  at::Tensor y;
+  {
+    pybind11::gil_scoped_release no_gil;
+    y = op.call(*x, w);
+  }
+  return THPVariable_Wrap(std::move(y));
+  END_HANDLE_TH_ERRORS
+}
+#define FA_WEIGHTED_NAME(name, F, op) constexpr char kWeighted_##op[] = "fused_act::" #op;
+FA_FOR_EACH_WEIGHTED(FA_WEIGHTED_NAME)
+#undef FA_WEIGHTED_NAME
+
 // softmax(x: Tensor, dim: int, log: bool) -> Tensor, dim already checked by the caller.
 PyObject* fast_softmax(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
@@ -98,6 +122,12 @@ PyMethodDef methods[] = {
    METH_FASTCALL, "fused_act::" #name " on a plain tensor, else NotImplemented"},
     FA_FOR_EACH_ACTIVATION(FA_METHOD)
 #undef FA_METHOD
+#define FA_WEIGHTED_METHOD(name, F, op)                                                \
+  {#op, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(                    \
+            &fast_weighted<kWeighted_##op>)),                                          \
+   METH_FASTCALL, "fused_act::" #op " on plain tensors, else NotImplemented"},
+    FA_FOR_EACH_WEIGHTED(FA_WEIGHTED_METHOD)
+#undef FA_WEIGHTED_METHOD
     {"softmax", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&fast_softmax)),
      METH_FASTCALL, "fused_act::softmax on a plain tensor, else NotImplemented"},
     {nullptr, nullptr, 0, nullptr}};

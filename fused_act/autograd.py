@@ -200,6 +200,12 @@ FUNCTIONS = {
     "elu": EluFunction, "sigmoid": SigmoidFunction, "tanh": TanhFunction, "swish": SwishFunction,
 }
 PreluFunction = _make_weighted("prelu", _prelu_reference)
+
+
+def weighted_op(name):
+    """The weighted operator `name` (prelu, swish_weighted), whose autograd kernel is in
+    C++ (csrc/autograd.cpp): what fused_act.functional calls."""
+    return getattr(ops, name).default
 SwishWeightedFunction = _make_weighted("swish_weighted", _swish_reference)
 
 __all__ = [

@@ -100,6 +100,10 @@ def elu_(input: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
 
 
 def prelu(input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    if not _compiling():
+        y = _C.prelu(input, weight)
+        if y is not NotImplemented:
+            return y
     x, other = _check("prelu", input, lambda: F.prelu(input, weight))
     if x is None:
         return other
@@ -108,7 +112,7 @@ def prelu(input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     if weight.device != x.device:
         raise RuntimeError(f"fused_act.prelu: weight is on {weight.device} but the input is on "
                            f"{x.device}")
-    return _ag.PreluFunction.apply(x, weight)
+    return _ag.weighted_op("prelu")(x, weight)
 
 
 def sigmoid(input: torch.Tensor) -> torch.Tensor:
@@ -141,15 +145,16 @@ def silu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
 def swish(input: torch.Tensor, beta: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
     """x * sigmoid(beta * x).  A tensor ``beta`` (one element, or one per channel along
     dim 1) receives a gradient; a float ``beta`` is a constant."""
-    if type(beta) is float and not _compiling():
-        y = _C.swish(input, beta)
+    if not _compiling():
+        y = (_C.swish(input, beta) if type(beta) is float
+             else _C.swish_weighted(input, beta))
         if y is not NotImplemented:
             return y
     x, other = _check("swish", input, lambda: input * torch.sigmoid(beta * input))
     if x is None:
         return other
     if isinstance(beta, torch.Tensor):
-        return _ag.SwishWeightedFunction.apply(x, beta)
+        return _ag.weighted_op("swish_weighted")(x, beta)
     return _ag.apply_elementwise("swish", x, float(beta), False)
 
 
