@@ -99,7 +99,7 @@ void for_each_weight_run(int64_t begin, int64_t end, int64_t inner, int64_t chan
 // kPiece elements read it from the pattern at phase o % period, kept small enough to stay
 // in L1 next to the streamed data.
 constexpr int64_t kShortRun = 64;
-constexpr int64_t kPiece = 1024;
+constexpr int64_t kPiece = kWeightPiece;
 
 struct WeightPattern {
   int64_t period = 0;
@@ -241,13 +241,9 @@ void CpuKernels::weighted_forward(Act act, const at::Tensor& x, const at::Tensor
   const Storage st = storage_of(x.scalar_type());
   if (short_runs(inner, channels)) {
     const WeightPattern pat = weight_pattern(wp, inner, channels);
-    const int64_t pieces = (n + kPiece - 1) / kPiece;
-    at::parallel_for(0, pieces, kGrain / kPiece, [&](int64_t pb, int64_t pe) {
-      for (int64_t q = pb; q < pe; ++q) {
-        const int64_t b = q * kPiece, len = std::min(kPiece, n - b);
-        k->forward_weights(act, st, at_offset<const void>(x, b), at_offset<void>(y, b),
-                           pat.w.data() + b % pat.period, len);
-      }
+    at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
+      k->forward_weights(act, st, at_offset<const void>(x, b), at_offset<void>(y, b),
+                         pat.w.data(), pat.period, b % pat.period, e - b);
     });
     return;
   }
@@ -286,13 +282,11 @@ void CpuKernels::weighted_backward(Act act, const at::Tensor& g, const at::Tenso
       std::vector<float> acc(need_wgrad ? pat.w.size() : 0);
       for (int64_t blk = bb; blk < be; ++blk) {
         std::fill(acc.begin(), acc.end(), 0.0f);
-        const int64_t q1 = std::min(pieces, (blk + 1) * per_block);
-        for (int64_t q = blk * per_block; q < q1; ++q) {
-          const int64_t b = q * kPiece, len = std::min(kPiece, n - b), ph = b % pat.period;
-          k->backward_weights(act, st, at_offset<const void>(g, b), at_offset<const void>(x, b),
-                              at_offset<void>(dx, b), pat.w.data() + ph,
-                              need_wgrad ? acc.data() + ph : nullptr, len);
-        }
+        const int64_t b = blk * per_block * kPiece, e = std::min(n, b + per_block * kPiece);
+        k->backward_weights(act, st, at_offset<const void>(g, b), at_offset<const void>(x, b),
+                            at_offset<void>(dx, b), pat.w.data(),
+                            need_wgrad ? acc.data() : nullptr, pat.period, b % pat.period,
+                            e - b);
         if (need_wgrad) {
           double* pc = part.data() + blk * channels;
           for (int64_t j = 0; j < int64_t(acc.size()); ++j)

@@ -12,6 +12,10 @@ namespace cpu {
 
 enum class Storage : int { f32, f16, bf16 };
 
+// Elements per stretch of a weight pattern (KernelTable::forward_weights): the pattern
+// slice a stretch reads stays in L1 next to the streamed data.
+constexpr int64_t kWeightPiece = 1024;
+
 struct KernelTable {
   const char* name;
   // y[i] = forward(x[i], p)
@@ -23,13 +27,16 @@ struct KernelTable {
   // input, and, when need_weight_grad, returns the sum of the weight-gradient terms.
   double (*backward_weighted)(Act act, Storage st, const void* g, const void* x, void* dx,
                               int64_t n, float p, bool need_weight_grad);
-  // The same with one weight per element, w[i] (float): for weights that change every
-  // few elements (PReLU on (N, C) inputs, small feature maps).  acc, when not null,
-  // gets acc[i] += the weight-gradient term of element i.
+  // The same with one weight per element from a repeating pattern: element i has the
+  // weight w[(phase + i) % period], where w holds the pattern for phases
+  // [0, period + kWeightPiece) (for weights that change every few elements: PReLU on
+  // (N, C) inputs, small feature maps).  acc (same layout as w), when not null, gets the
+  // weight-gradient term of each element added at its phase.
   void (*forward_weights)(Act act, Storage st, const void* x, void* y, const float* w,
-                          int64_t n);
+                          int64_t period, int64_t phase, int64_t n);
   void (*backward_weights)(Act act, Storage st, const void* g, const void* x, void* dx,
-                           const float* w, float* acc, int64_t n);
+                           const float* w, float* acc, int64_t period, int64_t phase,
+                           int64_t n);
   // Softmax (log = false) or log-softmax over `rows` contiguous rows of n elements each
   // (../softmax.h): y = softmax(x) per row, and dx from the gradient g and the output y.
   void (*softmax_forward)(Storage st, bool log, const void* x, void* y, int64_t rows,

@@ -187,24 +187,39 @@ static double backward_weighted(Act act, Storage st, const void* g, const void* 
 }
 
 static void forward_weights(Act act, Storage st, const void* x, void* y, const float* w,
-                            int64_t n) {
+                            int64_t period, int64_t phase, int64_t n) {
   visit_weighted_act(act, [&](auto a) {
     using F = typename decltype(a)::type;
     visit_storage(st, [&](auto t) {
       using S = typename decltype(t)::type;
-      forward_weights_loop<F>(static_cast<const S*>(x), static_cast<S*>(y), w, n);
+      const S* xs = static_cast<const S*>(x);
+      S* ys = static_cast<S*>(y);
+      for (int64_t i = 0, ph = phase % period; i < n;) {
+        const int64_t len = n - i < kWeightPiece ? n - i : kWeightPiece;
+        forward_weights_loop<F>(xs + i, ys + i, w + ph, len);
+        i += len;
+        ph = (ph + len) % period;
+      }
     });
   });
 }
 
 static void backward_weights(Act act, Storage st, const void* g, const void* x, void* dx,
-                             const float* w, float* acc, int64_t n) {
+                             const float* w, float* acc, int64_t period, int64_t phase,
+                             int64_t n) {
   visit_weighted_act(act, [&](auto a) {
     using F = typename decltype(a)::type;
     visit_storage(st, [&](auto t) {
       using S = typename decltype(t)::type;
-      backward_weights_loop<F>(static_cast<const S*>(g), static_cast<const S*>(x),
-                               static_cast<S*>(dx), w, acc, n);
+      const S* gs = static_cast<const S*>(g);
+      const S* xs = static_cast<const S*>(x);
+      S* ds = static_cast<S*>(dx);
+      for (int64_t i = 0, ph = phase % period; i < n;) {
+        const int64_t len = n - i < kWeightPiece ? n - i : kWeightPiece;
+        backward_weights_loop<F>(gs + i, xs + i, ds + i, w + ph, acc ? acc + ph : nullptr, len);
+        i += len;
+        ph = (ph + len) % period;
+      }
     });
   });
 }
