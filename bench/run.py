@@ -104,7 +104,7 @@ def parse_args(argv=None):
     p.add_argument("--threads", type=int, default=None,
                    help="CPU threads for torch and fused_act (default: all usable cores)")
     p.add_argument("--repeats", type=int, default=None,
-                   help="interleaved measurements per implementation (default 5, quick 3)")
+                   help="interleaved measurements per implementation (default 7, quick 3)")
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds one measurement lasts at least (default 0.005, quick 0.002)")
     p.add_argument("--no-mlp", dest="mlp", action="store_false",
@@ -117,7 +117,7 @@ def parse_args(argv=None):
     if args.compile is None:
         args.compile = not args.quick
     if args.repeats is None:
-        args.repeats = 3 if args.quick else 5
+        args.repeats = 3 if args.quick else 7
     if args.min_time is None:
         args.min_time = 0.002 if args.quick else 0.005
     if args.mlp_steps is None:

@@ -135,7 +135,8 @@ template <class Fn> void visit_weighted(Act act, Fn&& fn) {
 // bound by memory bandwidth; on AVX-512 CPUs they run with 256-bit vectors, which
 // measured about 7% faster than 512-bit ones for such loops on AMD Zen 4 (wider vectors
 // do not help a streaming loop).  That is every backward of the piecewise-linear
-// activations, and of the others the `light` ones (from the output).
+// activations, of the others the `light` ones (from the output), and the softmax
+// backward (softmax.cpp).
 bool streaming(Act act, bool light) {
   switch (act) {
     case Act::relu:
@@ -167,6 +168,7 @@ void set_cpu_capability(const std::string& name) {
 
 namespace cpu {
 const KernelTable* active_kernels() { return active_table().load(); }
+const KernelTable* streaming_kernels() { return streaming_table(); }
 }  // namespace cpu
 
 using namespace cpu;

@@ -57,6 +57,9 @@ extern const KernelTable kernels_baseline;
 
 // The table in use (set_cpu_capability); defined in elementwise.cpp.
 const KernelTable* active_kernels();
+// The table for memory-bound loops: the active one, with 256-bit vectors in place of
+// 512-bit ones (see elementwise.cpp).
+const KernelTable* streaming_kernels();
 
 }  // namespace cpu
 }  // namespace fused_act

@@ -176,7 +176,7 @@ void CpuKernels::softmax_backward(const at::Tensor& g, const at::Tensor& y, cons
     });
     return;
   }
-  const cpu::KernelTable* k = cpu::active_kernels();
+  const cpu::KernelTable* k = cpu::streaming_kernels();
   const cpu::Storage st = storage_of(g.scalar_type());
   at::parallel_for(0, rows, row_grain(n), [&](int64_t b, int64_t e) {
     k->softmax_backward(st, log, row_ptr<const void>(g, b, n), row_ptr<const void>(y, b, n),
