@@ -23,7 +23,7 @@
 #include "activations.h"
 
 namespace fused_act {
-namespace {
+namespace autograd_impl {
 
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
@@ -92,8 +92,9 @@ template <Act A> const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
   return op;
 }
 
-template <Act A>
-struct BackwardFunction : public torch::autograd::Function<BackwardFunction<A>> {
+// Self: the named node type below (its name is what grad_fn.name() shows).
+template <Act A, class Self>
+struct BackwardFunction : public torch::autograd::Function<Self> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad,
                             const at::Tensor& saved, double p, bool from_output) {
     ctx->save_for_backward({grad, saved});
@@ -118,8 +119,8 @@ struct BackwardFunction : public torch::autograd::Function<BackwardFunction<A>> 
   }
 };
 
-template <Act A>
-struct ForwardFunction : public torch::autograd::Function<ForwardFunction<A>> {
+template <Act A, class Self>
+struct ForwardFunction : public torch::autograd::Function<Self> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, double p) {
     const bool from_output = Rule<A>::saves_output(p);
     at::Tensor y;
@@ -141,32 +142,6 @@ struct ForwardFunction : public torch::autograd::Function<ForwardFunction<A>> {
   }
 };
 
-// Whether a call records a graph; when not, the autograd kernels call the device kernel
-// directly (no autograd Function to set up).
-bool records(std::initializer_list<const at::Tensor*> ts) {
-  if (!at::GradMode::is_enabled()) return false;
-  for (const at::Tensor* t : ts)
-    if (t->requires_grad()) return true;
-  return false;
-}
-
-template <Act A> at::Tensor forward_autograd(const at::Tensor& x, double p) {
-  if (!records({&x})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return forward_op<A>().call(x, p);
-  }
-  return ForwardFunction<A>::apply(x, p);
-}
-template <Act A>
-at::Tensor backward_autograd(const at::Tensor& grad, const at::Tensor& saved, double p,
-                             bool from_output) {
-  if (!records({&grad, &saved})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return backward_op<A>().call(grad, saved, p, from_output);
-  }
-  return BackwardFunction<A>::apply(grad, saved, p, from_output);
-}
-
 // ---- softmax / log_softmax: the backward saves only the output y -------------------
 //   softmax:     dx = y * (g - sum(g * y));  d/dg: the same map on gg;
 //                d/dy = gg * (g - sum(g * y)) - g * sum(gg * y)
@@ -181,7 +156,8 @@ const c10::TypedOperatorHandle<SoftmaxBackwardSig>& softmax_backward_op() {
   return op;
 }
 
-struct SoftmaxBackwardFunction : public torch::autograd::Function<SoftmaxBackwardFunction> {
+template <class Self>
+struct SoftmaxBackwardFunction : public torch::autograd::Function<Self> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& y,
                             int64_t dim, bool log) {
     ctx->save_for_backward({grad, y});
@@ -211,7 +187,8 @@ struct SoftmaxBackwardFunction : public torch::autograd::Function<SoftmaxBackwar
   }
 };
 
-struct SoftmaxFunction : public torch::autograd::Function<SoftmaxFunction> {
+template <class Self>
+struct SoftmaxFunction : public torch::autograd::Function<Self> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t dim, bool log) {
     at::Tensor y;
     {
@@ -231,22 +208,6 @@ struct SoftmaxFunction : public torch::autograd::Function<SoftmaxFunction> {
             at::Tensor(), at::Tensor()};
   }
 };
-
-at::Tensor softmax_autograd(const at::Tensor& x, int64_t dim, bool log) {
-  if (!records({&x})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return softmax_op().call(x, dim, log);
-  }
-  return SoftmaxFunction::apply(x, dim, log);
-}
-at::Tensor softmax_backward_autograd(const at::Tensor& grad, const at::Tensor& y, int64_t dim,
-                                     bool log) {
-  if (!records({&grad, &y})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return softmax_backward_op().call(grad, y, dim, log);
-  }
-  return SoftmaxBackwardFunction::apply(grad, y, dim, log);
-}
 
 // ---- prelu / swish_weighted: one weight, or one per channel along dim 1 ------------
 using WeightedSig = at::Tensor(const at::Tensor&, const at::Tensor&);
@@ -272,8 +233,8 @@ template <> at::Tensor weighted_reference<Act::swish>(const at::Tensor& x, const
   return x * at::sigmoid(wb * x);
 }
 
-template <Act A, const char* kOp>
-struct WeightedFunction : public torch::autograd::Function<WeightedFunction<A, kOp>> {
+template <Act A, const char* kOp, class Self>
+struct WeightedFunction : public torch::autograd::Function<Self> {
   static const c10::TypedOperatorHandle<WeightedSig>& forward_handle() {
     static const auto op = find_op<WeightedSig>(kOp);
     return op;
@@ -314,33 +275,107 @@ struct WeightedFunction : public torch::autograd::Function<WeightedFunction<A, k
   }
 };
 
-template <Act A, const char* kOp>
-at::Tensor weighted_autograd(const at::Tensor& x, const at::Tensor& w) {
-  if (!records({&x, &w})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return WeightedFunction<A, kOp>::forward_handle().call(x, w);
-  }
-  return WeightedFunction<A, kOp>::apply(x, w);
-}
-
 #define FA_WEIGHTED_OP_NAME(name, F, op) constexpr char kOpName_##op[] = #op;
 FA_FOR_EACH_WEIGHTED(FA_WEIGHTED_OP_NAME)
 #undef FA_WEIGHTED_OP_NAME
 
-}  // namespace
+}  // namespace autograd_impl
+
+// The autograd nodes, named as torch names its own (grad_fn.name() shows
+// "torch::autograd::CppNode<fused_act::ReluBackward>"); NAMEBackwardBackward is the node of
+// a backward recorded for double backward.
+#define FA_NODES(name, F)                                                                  \
+  struct F##Backward : autograd_impl::ForwardFunction<Act::name, F##Backward> {};          \
+  struct F##BackwardBackward : autograd_impl::BackwardFunction<Act::name, F##BackwardBackward> {};
+FA_FOR_EACH_ACTIVATION(FA_NODES)
+#undef FA_NODES
+struct SoftmaxBackward : autograd_impl::SoftmaxFunction<SoftmaxBackward> {};
+struct SoftmaxBackwardBackward : autograd_impl::SoftmaxBackwardFunction<SoftmaxBackwardBackward> {};
+struct PreluBackward
+    : autograd_impl::WeightedFunction<Act::leaky_relu, autograd_impl::kOpName_prelu, PreluBackward> {};
+struct SwishWeightedBackward
+    : autograd_impl::WeightedFunction<Act::swish, autograd_impl::kOpName_swish_weighted,
+                                      SwishWeightedBackward> {};
+
+namespace autograd_impl {
+
+template <Act A> struct Node;
+#define FA_NODE_OF(name, F)            \
+  template <> struct Node<Act::name> { \
+    using Forward = F##Backward;        \
+    using Backward = F##BackwardBackward; \
+  };
+FA_FOR_EACH_ACTIVATION(FA_NODE_OF)
+#undef FA_NODE_OF
+
+// Whether a call records a graph; when not, the autograd kernels call the device kernel
+// directly (no autograd Function to set up).
+bool records(std::initializer_list<const at::Tensor*> ts) {
+  if (!at::GradMode::is_enabled()) return false;
+  for (const at::Tensor* t : ts)
+    if (t->requires_grad()) return true;
+  return false;
+}
+
+template <Act A> at::Tensor forward_autograd(const at::Tensor& x, double p) {
+  if (!records({&x})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return forward_op<A>().call(x, p);
+  }
+  return Node<A>::Forward::apply(x, p);
+}
+template <Act A>
+at::Tensor backward_autograd(const at::Tensor& grad, const at::Tensor& saved, double p,
+                             bool from_output) {
+  if (!records({&grad, &saved})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return backward_op<A>().call(grad, saved, p, from_output);
+  }
+  return Node<A>::Backward::apply(grad, saved, p, from_output);
+}
+
+at::Tensor softmax_autograd(const at::Tensor& x, int64_t dim, bool log) {
+  if (!records({&x})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return softmax_op().call(x, dim, log);
+  }
+  return SoftmaxBackward::apply(x, dim, log);
+}
+at::Tensor softmax_backward_autograd(const at::Tensor& grad, const at::Tensor& y, int64_t dim,
+                                     bool log) {
+  if (!records({&grad, &y})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return softmax_backward_op().call(grad, y, dim, log);
+  }
+  return SoftmaxBackwardBackward::apply(grad, y, dim, log);
+}
+
+template <Act A, const char* kOp, class NodeT>
+at::Tensor weighted_autograd(const at::Tensor& x, const at::Tensor& w) {
+  if (!records({&x, &w})) {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return NodeT::forward_handle().call(x, w);
+  }
+  return NodeT::apply(x, w);
+}
+
+}  // namespace autograd_impl
 }  // namespace fused_act
 
 TORCH_LIBRARY_IMPL(fused_act, Autograd, m) {
-#define FA_AUTOGRAD_WEIGHTED(name, F, op)                                            \
-  m.impl(#op, TORCH_FN((fused_act::weighted_autograd<fused_act::Act::name,          \
-                                                     fused_act::kOpName_##op>)));
-  FA_FOR_EACH_WEIGHTED(FA_AUTOGRAD_WEIGHTED)
-#undef FA_AUTOGRAD_WEIGHTED
+  namespace impl = fused_act::autograd_impl;
+  m.impl("prelu", TORCH_FN((impl::weighted_autograd<fused_act::Act::leaky_relu,
+                                                    impl::kOpName_prelu,
+                                                    fused_act::PreluBackward>)));
+  m.impl("swish_weighted", TORCH_FN((impl::weighted_autograd<fused_act::Act::swish,
+                                                             impl::kOpName_swish_weighted,
+                                                             fused_act::SwishWeightedBackward>)));
 #define FA_AUTOGRAD(name, F)                                                     \
-  m.impl(#name, TORCH_FN(fused_act::forward_autograd<fused_act::Act::name>)); \
-  m.impl(#name "_backward", TORCH_FN(fused_act::backward_autograd<fused_act::Act::name>));
+  m.impl(#name, TORCH_FN(fused_act::autograd_impl::forward_autograd<fused_act::Act::name>)); \
+  m.impl(#name "_backward",                                                              \
+         TORCH_FN(fused_act::autograd_impl::backward_autograd<fused_act::Act::name>));
   FA_FOR_EACH_ACTIVATION(FA_AUTOGRAD)
 #undef FA_AUTOGRAD
-  m.impl("softmax", TORCH_FN(fused_act::softmax_autograd));
-  m.impl("softmax_backward", TORCH_FN(fused_act::softmax_backward_autograd));
+  m.impl("softmax", TORCH_FN(fused_act::autograd_impl::softmax_autograd));
+  m.impl("softmax_backward", TORCH_FN(fused_act::autograd_impl::softmax_backward_autograd));
 }

@@ -294,3 +294,15 @@ def test_fast_entry_point_errors_name_the_operator():
         FA.softmax(x, 2)
     with pytest.raises(IndexError, match=r"fused_act::log_softmax: dim -3 is out of range"):
         FA.log_softmax(x, -3)
+
+
+@pytest.mark.parametrize("call,node", [
+    (lambda x: FA.relu(x), "ReluBackward"),
+    (lambda x: FA.silu(x), "SwishBackward"),
+    (lambda x: FA.elu(x, 0.5), "EluBackward"),
+    (lambda x: FA.softmax(x, -1), "SoftmaxBackward"),
+    (lambda x: FA.prelu(x, torch.full((1,), 0.2, requires_grad=True)), "PreluBackward"),
+])
+def test_autograd_nodes_are_named(call, node):
+    x = torch.randn(3, 4, requires_grad=True)
+    assert call(x).grad_fn.name().endswith(f"fused_act::{node}>")
