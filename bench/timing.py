@@ -2,7 +2,9 @@
 
 Rules kept here so that every figure is comparable:
   * all implementations are measured in one process, after warm-up, interleaved
-    (round-robin over the implementations in every repeat, with the starting point rotated);
+    (every implementation once per round, in an order shuffled afresh each round, so that
+    none always runs right after the same other one: a predecessor that has just read the
+    same input leaves it in cache, which would favour whoever follows it);
   * on CUDA the clock is a pair of CUDA events on the current stream, read after a
     synchronize; on CPU it is time.perf_counter around a region that has nothing pending;
   * a measurement runs the timed call ``number`` times (``number`` calibrated so that one
@@ -10,6 +12,7 @@ Rules kept here so that every figure is comparable:
     reported figures are the median and the spread over ``repeats`` measurements.
 """
 import math
+import random
 import time
 from dataclasses import dataclass
 from typing import Callable, Dict, List, Optional
@@ -66,15 +69,18 @@ class Candidate:
 
 def interleaved(candidates: List[Candidate], repeats: int, min_time: float,
                 warmup: int = 1) -> Dict[str, List[float]]:
-    """Warms up and calibrates every candidate, then measures them round-robin, ``repeats``
-    times each, rotating which one goes first so none is always first after a pause."""
+    """Warms up and calibrates every candidate, then measures each once per round for
+    ``repeats`` rounds, in an order shuffled every round (seeded, so runs are repeatable):
+    no candidate always goes first after a pause or always follows the same candidate,
+    whose reads of the shared input would leave it in cache for it."""
     for cand in candidates:
         cand.calibrate(min_time, warmup)
     times: Dict[str, List[float]] = {c.name: [] for c in candidates}
-    n = len(candidates)
-    for r in range(repeats):
-        for i in range(n):
-            cand = candidates[(r + i) % n]
+    rng = random.Random(len(candidates) * 1000 + repeats)
+    order = list(candidates)
+    for _ in range(repeats):
+        rng.shuffle(order)
+        for cand in order:
             times[cand.name].append(cand.measure(cand.number))
     return times
 
