@@ -1,59 +1,38 @@
-"""torch.autograd.Function classes for every activation, generated from one spec each.
+"""torch.autograd.Function classes for every activation.
 
 Forward and backward each run one fused kernel (``torch.ops.fused_act.*``).  What the
 backward reads is the least that suffices (see csrc/activations.h):
 
-* the output y for relu, relu6, leaky_relu (slope >= 0), elu (alpha >= 0), sigmoid, tanh;
+* the output y for relu, relu6, leaky_relu (slope >= 0), elu (alpha >= 0), sigmoid, tanh,
+  softmax and log_softmax;
 * the input x for silu/swish, prelu, and leaky_relu/elu with a negative parameter.
 
 An in-place forward saves y when that is what the backward reads; otherwise it keeps a
 copy of x taken before the overwrite (only when a gradient is needed).  Backward never
 writes into the incoming gradient.
 
-Double backward: the fused backward is itself a Function whose gradient is
-``d(dx)/d(grad) = backward(gg)`` (the backward is linear in the gradient) and
-``d(dx)/d(saved) = gg * grad * D'(saved)``, written with torch ops so any order works.
-The weighted activations (prelu, swish with a tensor beta) compute their first-order
-gradients through a differentiable composition when a graph of the backward is asked for.
+The operators carry their own autograd in C++ (csrc/autograd.cpp), and fused_act.functional
+calls them directly for out-of-place calls.  The Functions here are the same computation
+as Python classes (and the path of in-place calls): their backward calls the backward
+operator, which is itself differentiable in C++, so double backward needs nothing here.
 """
-from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Dict
 
 import torch
 
 from ._ops import ops
 
-
-@dataclass(frozen=True)
-class KernelSpec:
-    """How one elementwise operator saves for backward and differentiates its backward."""
-
-    op: str
-    # Whether the backward can read the output, given the scalar parameter p.
-    saves_output: Callable[[float], bool]
-    # D'(saved) with dx = grad * D(saved); None when D is piecewise constant.
-    second_derivative: Optional[Callable] = None
-
-
-def _elu_d2(s, alpha, from_output):
-    if from_output:  # D(y) = y + alpha on y <= 0, else 1
-        return (s <= 0).to(s.dtype)
-    return torch.where(s <= 0, alpha * torch.exp(s), torch.zeros_like(s))
-
-
-def _swish_d2(x, beta, from_output):
-    s = torch.sigmoid(beta * x)
-    return beta * s * (1 - s) * (2 + beta * x * (1 - 2 * s))
-
-
-KERNELS = {
-    "relu": KernelSpec("relu", lambda p: True),
-    "relu6": KernelSpec("relu6", lambda p: True),
-    "leaky_relu": KernelSpec("leaky_relu", lambda slope: slope >= 0),
-    "elu": KernelSpec("elu", lambda alpha: alpha >= 0, _elu_d2),
-    "sigmoid": KernelSpec("sigmoid", lambda p: True, lambda y, p, o: 1 - 2 * y),
-    "tanh": KernelSpec("tanh", lambda p: True, lambda y, p, o: -2 * y),
-    "swish": KernelSpec("swish", lambda p: False, _swish_d2),
+# Whether each elementwise operator's backward can read the output, given its scalar
+# parameter p: the same rule as Rule<A>::saves_output in csrc/autograd.cpp (the in-place
+# Functions below need it to know what to keep).
+SAVES_OUTPUT: Dict[str, Callable[[float], bool]] = {
+    "relu": lambda p: True,
+    "relu6": lambda p: True,
+    "leaky_relu": lambda slope: slope >= 0,
+    "elu": lambda alpha: alpha >= 0,
+    "sigmoid": lambda p: True,
+    "tanh": lambda p: True,
+    "swish": lambda p: False,
 }
 
 
@@ -61,27 +40,11 @@ def _camel(name):
     return "".join(part.capitalize() for part in name.split("_"))
 
 
-def _make_elementwise(spec: KernelSpec):
-    forward_op = getattr(ops, spec.op)
-    inplace_op = getattr(ops, spec.op + "_")
-    backward_op = getattr(ops, spec.op + "_backward")
-
-    class Backward(torch.autograd.Function):
-        @staticmethod
-        def forward(ctx, grad, saved, p, from_output):
-            ctx.save_for_backward(grad, saved)
-            ctx.p, ctx.from_output = p, from_output
-            return backward_op(grad, saved, p, from_output)
-
-        @staticmethod
-        def backward(ctx, gg):
-            grad, saved = ctx.saved_tensors
-            d_grad = d_saved = None
-            if ctx.needs_input_grad[0]:
-                d_grad = Backward.apply(gg, saved, ctx.p, ctx.from_output)
-            if ctx.needs_input_grad[1] and spec.second_derivative is not None:
-                d_saved = gg * grad * spec.second_derivative(saved, ctx.p, ctx.from_output)
-            return d_grad, d_saved, None, None
+def _make_elementwise(op: str):
+    forward_op = getattr(ops, op).default
+    inplace_op = getattr(ops, op + "_").default
+    backward_op = getattr(ops, op + "_backward").default  # differentiable (C++ autograd)
+    saves_output = SAVES_OUTPUT[op]
 
     class Forward(torch.autograd.Function):
         """apply(x, p, inplace, input_copy=None).  For an in-place call whose backward
@@ -91,7 +54,7 @@ def _make_elementwise(spec: KernelSpec):
 
         @staticmethod
         def forward(ctx, x, p, inplace, input_copy=None):
-            from_output = spec.saves_output(p)
+            from_output = saves_output(p)
             need_grad = ctx.needs_input_grad[0]
             ctx.p, ctx.from_output = p, from_output
             if not inplace:
@@ -111,19 +74,26 @@ def _make_elementwise(spec: KernelSpec):
         @staticmethod
         def backward(ctx, grad):
             (saved,) = ctx.saved_tensors
-            return Backward.apply(grad, saved, ctx.p, ctx.from_output), None, None, None
+            return backward_op(grad, saved, ctx.p, ctx.from_output), None, None, None
 
-
-    Forward.__name__ = Forward.__qualname__ = _camel(spec.op) + "Function"
-    Backward.__name__ = Backward.__qualname__ = _camel(spec.op) + "BackwardFunction"
+    Forward.__name__ = Forward.__qualname__ = _camel(op) + "Function"
     return Forward
 
 
-# The out-of-place operators have their autograd kernels in C++ (csrc/autograd.cpp),
-# with the same saving rules and double backward as the Functions above: calling them
-# costs what calling a torch operator costs.
-_OUT_OF_PLACE = {name: getattr(ops, name).default for name in KERNELS}
-_IN_PLACE = {name: getattr(ops, name + "_").default for name in KERNELS}
+ReluFunction = _make_elementwise("relu")
+Relu6Function = _make_elementwise("relu6")
+LeakyReluFunction = _make_elementwise("leaky_relu")
+EluFunction = _make_elementwise("elu")
+SigmoidFunction = _make_elementwise("sigmoid")
+TanhFunction = _make_elementwise("tanh")
+SwishFunction = _make_elementwise("swish")
+FUNCTIONS = {
+    "relu": ReluFunction, "relu6": Relu6Function, "leaky_relu": LeakyReluFunction,
+    "elu": EluFunction, "sigmoid": SigmoidFunction, "tanh": TanhFunction, "swish": SwishFunction,
+}
+
+_OUT_OF_PLACE = {name: getattr(ops, name).default for name in SAVES_OUTPUT}
+_IN_PLACE = {name: getattr(ops, name + "_").default for name in SAVES_OUTPUT}
 
 
 def apply_elementwise(op, x, p, inplace):
@@ -137,36 +107,14 @@ def apply_elementwise(op, x, p, inplace):
         _IN_PLACE[op](x, p)  # no graph to record
         return x
     function = FUNCTIONS[op]
-    if not KERNELS[op].saves_output(p):
+    if not SAVES_OUTPUT[op](p):
         return function.apply(x, p, True, x.clone())
     return function.apply(x, p, True)
 
 
-def _prelu_reference(x, w):
-    if w.numel() > 1:  # one slope per channel, along dim 1
-        w = w.reshape((1, -1) + (1,) * (x.dim() - 2))
-    return torch.where(x > 0, x, w * x)
-
-
-def _swish_reference(x, beta):
-    if beta.numel() > 1:
-        beta = beta.reshape((1, -1) + (1,) * (x.dim() - 2))
-    return x * torch.sigmoid(beta * x)
-
-
-def _grads_through(reference, grad, x, w, needs):
-    """First-order gradients of reference(x, w), kept differentiable (for double backward)."""
-    with torch.enable_grad():
-        xi = x if x.requires_grad else x.detach().requires_grad_()
-        wi = w if w.requires_grad else w.detach().requires_grad_()
-        y = reference(xi, wi)
-        dx, dw = torch.autograd.grad(y, (xi, wi), grad, create_graph=True, allow_unused=True)
-    return (dx if needs[0] else None), (dw if needs[1] else None)
-
-
-def _make_weighted(op_name, reference):
-    forward_op = getattr(ops, op_name)
-    backward_op = getattr(ops, op_name + "_backward")
+def _make_weighted(op_name):
+    forward_op = getattr(ops, op_name).default
+    backward_op = getattr(ops, op_name + "_backward").default
 
     class WeightedForward(torch.autograd.Function):
         @staticmethod
@@ -179,83 +127,49 @@ def _make_weighted(op_name, reference):
         def backward(ctx, grad):
             x, weight = ctx.saved_tensors
             needs = ctx.needs_input_grad[:2]
-            if torch.is_grad_enabled():  # a graph of the gradient is wanted
-                return _grads_through(reference, grad, x, weight, needs)
-            dx, dw = backward_op(grad, x, weight, needs[1])
+            if torch.is_grad_enabled():
+                # A graph of the gradient is wanted: the operator's C++ autograd gives
+                # differentiable gradients.
+                with torch.enable_grad():
+                    xi = x if x.requires_grad else x.detach().requires_grad_()
+                    wi = weight if weight.requires_grad else weight.detach().requires_grad_()
+                    dx, dw = torch.autograd.grad(forward_op(xi, wi), (xi, wi), grad,
+                                                 create_graph=True, allow_unused=True)
+            else:
+                dx, dw = backward_op(grad, x, weight, needs[1])
             return (dx if needs[0] else None), (dw if needs[1] else None)
 
     WeightedForward.__name__ = WeightedForward.__qualname__ = _camel(op_name) + "Function"
     return WeightedForward
 
 
-ReluFunction = _make_elementwise(KERNELS["relu"])
-Relu6Function = _make_elementwise(KERNELS["relu6"])
-LeakyReluFunction = _make_elementwise(KERNELS["leaky_relu"])
-EluFunction = _make_elementwise(KERNELS["elu"])
-SigmoidFunction = _make_elementwise(KERNELS["sigmoid"])
-TanhFunction = _make_elementwise(KERNELS["tanh"])
-SwishFunction = _make_elementwise(KERNELS["swish"])
-FUNCTIONS = {
-    "relu": ReluFunction, "relu6": Relu6Function, "leaky_relu": LeakyReluFunction,
-    "elu": EluFunction, "sigmoid": SigmoidFunction, "tanh": TanhFunction, "swish": SwishFunction,
-}
-PreluFunction = _make_weighted("prelu", _prelu_reference)
+PreluFunction = _make_weighted("prelu")
+SwishWeightedFunction = _make_weighted("swish_weighted")
 
 
 def weighted_op(name):
     """The weighted operator `name` (prelu, swish_weighted), whose autograd kernel is in
     C++ (csrc/autograd.cpp): what fused_act.functional calls."""
     return getattr(ops, name).default
-SwishWeightedFunction = _make_weighted("swish_weighted", _swish_reference)
-
-__all__ = [
-    "ReluFunction", "Relu6Function", "LeakyReluFunction", "EluFunction", "SigmoidFunction",
-    "TanhFunction", "SwishFunction", "PreluFunction", "SwishWeightedFunction",
-]
 
 
 # ---- softmax / log_softmax ----------------------------------------------------------
-# Forward and backward each run one fused kernel; the backward saves only the output y:
+# The backward saves only the output y:
 #   softmax:     dx = y * (g - sum(g * y))
 #   log_softmax: dx = g - exp(y) * sum(g)
-# The backward is a Function too, with its gradient in torch ops (double backward):
-#   softmax:     d(dx)/dg is the same symmetric map, applied to gg (the fused kernel);
-#                d/dy = gg * (g - sum(g * y)) - g * sum(gg * y)
-#   log_softmax: d/dg = gg - sum(gg * exp(y));  d/dy = -gg * exp(y) * sum(g)
+# (its own gradient, for double backward, is in csrc/autograd.cpp).
 
-
-class _SoftmaxBackward(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, grad, y, dim, log):
-        ctx.save_for_backward(grad, y)
-        ctx.dim, ctx.log = dim, log
-        return ops.softmax_backward(grad, y, dim, log)
-
-    @staticmethod
-    def backward(ctx, gg):
-        grad, y = ctx.saved_tensors
-        dim, log = ctx.dim, ctx.log
-        d_grad = d_y = None
-        if log:
-            p = torch.exp(y)
-            if ctx.needs_input_grad[0]:
-                d_grad = gg - (gg * p).sum(dim, keepdim=True)
-            if ctx.needs_input_grad[1]:
-                d_y = -gg * p * grad.sum(dim, keepdim=True)
-        else:
-            if ctx.needs_input_grad[0]:
-                d_grad = _SoftmaxBackward.apply(gg, y, dim, False)
-            if ctx.needs_input_grad[1]:
-                d_y = (gg * (grad - (grad * y).sum(dim, keepdim=True))
-                       - grad * (gg * y).sum(dim, keepdim=True))
-        return d_grad, d_y, None, None
+# The operator, with its autograd kernel in C++: what fused_act.functional.softmax /
+# log_softmax call.
+softmax_op = ops.softmax.default
+_softmax_backward_op = ops.softmax_backward.default
 
 
 def _make_softmax(log):
     class Forward(torch.autograd.Function):
         @staticmethod
         def forward(ctx, x, dim):
-            y = ops.softmax(x, dim, log)
+            y = softmax_op(x, dim, log)
             if ctx.needs_input_grad[0]:
                 ctx.save_for_backward(y)
             ctx.dim = dim
@@ -264,7 +178,7 @@ def _make_softmax(log):
         @staticmethod
         def backward(ctx, grad):
             (y,) = ctx.saved_tensors
-            return _SoftmaxBackward.apply(grad, y, ctx.dim, log), None
+            return _softmax_backward_op(grad, y, ctx.dim, log), None
 
     name = "LogSoftmaxFunction" if log else "SoftmaxFunction"
     Forward.__name__ = Forward.__qualname__ = name
@@ -272,9 +186,10 @@ def _make_softmax(log):
 
 
 SoftmaxFunction = _make_softmax(False)
-# The operator, with its autograd kernel in C++ (csrc/autograd.cpp): what
-# fused_act.functional.softmax / log_softmax call.
-softmax_op = ops.softmax.default
 LogSoftmaxFunction = _make_softmax(True)
 
-__all__ += ["SoftmaxFunction", "LogSoftmaxFunction"]
+__all__ = [
+    "ReluFunction", "Relu6Function", "LeakyReluFunction", "EluFunction", "SigmoidFunction",
+    "TanhFunction", "SwishFunction", "PreluFunction", "SwishWeightedFunction",
+    "SoftmaxFunction", "LogSoftmaxFunction",
+]

@@ -306,3 +306,37 @@ def test_fast_entry_point_errors_name_the_operator():
 def test_autograd_nodes_are_named(call, node):
     x = torch.randn(3, 4, requires_grad=True)
     assert call(x).grad_fn.name().endswith(f"fused_act::{node}>")
+
+
+def _function_cases():
+    from fused_act import autograd as AG
+    x = lambda: torch.randn(3, 5, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    w = lambda: torch.rand(5, dtype=torch.float64, requires_grad=True)  # noqa: E731
+    return [
+        ("ReluFunction", lambda: (AG.ReluFunction.apply, (x(), 0.0, False))),
+        ("LeakyReluFunction", lambda: (AG.LeakyReluFunction.apply, (x(), -0.3, False))),
+        ("EluFunction", lambda: (AG.EluFunction.apply, (x(), 0.7, False))),
+        ("SigmoidFunction", lambda: (AG.SigmoidFunction.apply, (x(), 0.0, False))),
+        ("TanhFunction", lambda: (AG.TanhFunction.apply, (x(), 0.0, False))),
+        ("SwishFunction", lambda: (AG.SwishFunction.apply, (x(), 1.3, False))),
+        ("PreluFunction", lambda: (AG.PreluFunction.apply, (x(), w()))),
+        ("SwishWeightedFunction", lambda: (AG.SwishWeightedFunction.apply, (x(), w()))),
+        ("SoftmaxFunction", lambda: (AG.SoftmaxFunction.apply, (x(), 1))),
+        ("LogSoftmaxFunction", lambda: (AG.LogSoftmaxFunction.apply, (x(), 0))),
+    ]
+
+
+@pytest.mark.parametrize("name,make", _function_cases(), ids=lambda c: c if isinstance(c, str) else "")
+def test_autograd_function_classes_gradcheck_and_gradgradcheck(name, make):
+    # The exposed torch.autograd.Function classes (the path of in-place calls), whose
+    # backward relies on the differentiable backward operators.
+    apply, args = make()
+    tensors = tuple(a for a in args if isinstance(a, torch.Tensor))
+
+    def fn(*ts):
+        it = iter(ts)
+        return apply(*(next(it) if isinstance(a, torch.Tensor) else a for a in args))
+
+    assert getattr(fused_act.autograd, name).__name__ == name
+    assert torch.autograd.gradcheck(fn, tensors)
+    assert torch.autograd.gradgradcheck(fn, tensors)
