@@ -13,14 +13,13 @@
 // (create_graph) the gradients come from differentiating their composite formula instead.
 // In-place operators get their autograd in Python (fused_act/autograd.py).
 #include <ATen/ATen.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
 #include <string>
 
-#include "activations.h"
+#include "op_names.h"
 
 namespace fused_act {
 namespace autograd_impl {
@@ -28,36 +27,21 @@ namespace autograd_impl {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-using ForwardSig = at::Tensor(const at::Tensor&, double);
-using BackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, double, bool);
-using SoftmaxSig = at::Tensor(const at::Tensor&, int64_t, bool);
-using SoftmaxBackwardSig = at::Tensor(const at::Tensor&, const at::Tensor&, int64_t, bool);
-
-template <class Sig>
-c10::TypedOperatorHandle<Sig> find_op(const std::string& name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(("fused_act::" + name).c_str(), "")
-      .template typed<Sig>();
-}
-
 // What each activation's backward reads, and D'(saved) where dx = grad * D(saved).
 template <Act A> struct Rule;
 template <> struct Rule<Act::relu> {
-  static constexpr const char* kName = "relu";
   static bool saves_output(double) { return true; }
   static at::Tensor d2(const at::Tensor&, double, bool) { return {}; }
 };
 template <> struct Rule<Act::relu6> {
-  static constexpr const char* kName = "relu6";
   static bool saves_output(double) { return true; }
   static at::Tensor d2(const at::Tensor&, double, bool) { return {}; }
 };
 template <> struct Rule<Act::leaky_relu> {
-  static constexpr const char* kName = "leaky_relu";
   static bool saves_output(double slope) { return slope >= 0; }
   static at::Tensor d2(const at::Tensor&, double, bool) { return {}; }
 };
 template <> struct Rule<Act::elu> {
-  static constexpr const char* kName = "elu";
   static bool saves_output(double alpha) { return alpha >= 0; }
   static at::Tensor d2(const at::Tensor& s, double alpha, bool from_output) {
     if (from_output) return (s <= 0).to(s.scalar_type());  // D(y) = y + alpha for y <= 0
@@ -65,17 +49,14 @@ template <> struct Rule<Act::elu> {
   }
 };
 template <> struct Rule<Act::sigmoid> {
-  static constexpr const char* kName = "sigmoid";
   static bool saves_output(double) { return true; }
   static at::Tensor d2(const at::Tensor& y, double, bool) { return 1 - 2 * y; }
 };
 template <> struct Rule<Act::tanh> {
-  static constexpr const char* kName = "tanh";
   static bool saves_output(double) { return true; }
   static at::Tensor d2(const at::Tensor& y, double, bool) { return -2 * y; }
 };
 template <> struct Rule<Act::swish> {
-  static constexpr const char* kName = "swish";
   static bool saves_output(double) { return false; }
   static at::Tensor d2(const at::Tensor& x, double beta, bool) {
     at::Tensor s = at::sigmoid(x * beta);
@@ -83,12 +64,12 @@ template <> struct Rule<Act::swish> {
   }
 };
 
-template <Act A> const c10::TypedOperatorHandle<ForwardSig>& forward_op() {
-  static const auto op = find_op<ForwardSig>(Rule<A>::kName);
+template <Act A> const c10::TypedOperatorHandle<sig::Forward>& forward_op() {
+  static const auto op = find_op<sig::Forward>(act_name(A));
   return op;
 }
-template <Act A> const c10::TypedOperatorHandle<BackwardSig>& backward_op() {
-  static const auto op = find_op<BackwardSig>(std::string(Rule<A>::kName) + "_backward");
+template <Act A> const c10::TypedOperatorHandle<sig::Backward>& backward_op() {
+  static const auto op = find_op<sig::Backward>(std::string(act_name(A)) + "_backward");
   return op;
 }
 
@@ -147,12 +128,12 @@ struct ForwardFunction : public torch::autograd::Function<Self> {
 //                d/dy = gg * (g - sum(g * y)) - g * sum(gg * y)
 //   log_softmax: dx = g - exp(y) * sum(g);   d/dg = gg - sum(gg * exp(y));
 //                d/dy = -gg * exp(y) * sum(g)
-const c10::TypedOperatorHandle<SoftmaxSig>& softmax_op() {
-  static const auto op = find_op<SoftmaxSig>("softmax");
+const c10::TypedOperatorHandle<sig::Softmax>& softmax_op() {
+  static const auto op = find_op<sig::Softmax>("softmax");
   return op;
 }
-const c10::TypedOperatorHandle<SoftmaxBackwardSig>& softmax_backward_op() {
-  static const auto op = find_op<SoftmaxBackwardSig>("softmax_backward");
+const c10::TypedOperatorHandle<sig::SoftmaxBackward>& softmax_backward_op() {
+  static const auto op = find_op<sig::SoftmaxBackward>("softmax_backward");
   return op;
 }
 
@@ -210,11 +191,6 @@ struct SoftmaxFunction : public torch::autograd::Function<Self> {
 };
 
 // ---- prelu / swish_weighted: one weight, or one per channel along dim 1 ------------
-using WeightedSig = at::Tensor(const at::Tensor&, const at::Tensor&);
-using WeightedBackwardSig = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
-                                                               const at::Tensor&,
-                                                               const at::Tensor&, bool);
-
 // The weight shaped to broadcast against x: a scalar, or [1, C, 1, ...].
 at::Tensor broadcast_weight(const at::Tensor& w, const at::Tensor& x) {
   if (w.numel() == 1 || x.dim() < 2) return w.reshape({});
@@ -235,12 +211,12 @@ template <> at::Tensor weighted_reference<Act::swish>(const at::Tensor& x, const
 
 template <Act A, const char* kOp, class Self>
 struct WeightedFunction : public torch::autograd::Function<Self> {
-  static const c10::TypedOperatorHandle<WeightedSig>& forward_handle() {
-    static const auto op = find_op<WeightedSig>(kOp);
+  static const c10::TypedOperatorHandle<sig::Weighted>& forward_handle() {
+    static const auto op = find_op<sig::Weighted>(kOp);
     return op;
   }
-  static const c10::TypedOperatorHandle<WeightedBackwardSig>& backward_handle() {
-    static const auto op = find_op<WeightedBackwardSig>(std::string(kOp) + "_backward");
+  static const c10::TypedOperatorHandle<sig::WeightedBackward>& backward_handle() {
+    static const auto op = find_op<sig::WeightedBackward>(std::string(kOp) + "_backward");
     return op;
   }
 
@@ -275,9 +251,6 @@ struct WeightedFunction : public torch::autograd::Function<Self> {
   }
 };
 
-#define FA_WEIGHTED_OP_NAME(name, F, op) constexpr char kOpName_##op[] = #op;
-FA_FOR_EACH_WEIGHTED(FA_WEIGHTED_OP_NAME)
-#undef FA_WEIGHTED_OP_NAME
 
 }  // namespace autograd_impl
 
@@ -292,9 +265,9 @@ FA_FOR_EACH_ACTIVATION(FA_NODES)
 struct SoftmaxBackward : autograd_impl::SoftmaxFunction<SoftmaxBackward> {};
 struct SoftmaxBackwardBackward : autograd_impl::SoftmaxBackwardFunction<SoftmaxBackwardBackward> {};
 struct PreluBackward
-    : autograd_impl::WeightedFunction<Act::leaky_relu, autograd_impl::kOpName_prelu, PreluBackward> {};
+    : autograd_impl::WeightedFunction<Act::leaky_relu, kWeightedName_prelu, PreluBackward> {};
 struct SwishWeightedBackward
-    : autograd_impl::WeightedFunction<Act::swish, autograd_impl::kOpName_swish_weighted,
+    : autograd_impl::WeightedFunction<Act::swish, kWeightedName_swish_weighted,
                                       SwishWeightedBackward> {};
 
 namespace autograd_impl {
@@ -365,10 +338,10 @@ at::Tensor weighted_autograd(const at::Tensor& x, const at::Tensor& w) {
 TORCH_LIBRARY_IMPL(fused_act, Autograd, m) {
   namespace impl = fused_act::autograd_impl;
   m.impl("prelu", TORCH_FN((impl::weighted_autograd<fused_act::Act::leaky_relu,
-                                                    impl::kOpName_prelu,
+                                                    fused_act::kWeightedName_prelu,
                                                     fused_act::PreluBackward>)));
   m.impl("swish_weighted", TORCH_FN((impl::weighted_autograd<fused_act::Act::swish,
-                                                             impl::kOpName_swish_weighted,
+                                                             fused_act::kWeightedName_swish_weighted,
                                                              fused_act::SwishWeightedBackward>)));
 #define FA_AUTOGRAD(name, F)                                                     \
   m.impl(#name, TORCH_FN(fused_act::autograd_impl::forward_autograd<fused_act::Act::name>)); \

@@ -9,18 +9,9 @@
 #include <tuple>
 
 #include "kernels.h"
+#include "op_names.h"
 
 namespace fused_act {
-
-inline const char* act_name(Act act) {
-  switch (act) {
-#define FA_NAME(name, F) \
-  case Act::name: return #name;
-    FA_FOR_EACH_ACTIVATION(FA_NAME)
-#undef FA_NAME
-  }
-  return "?";
-}
 
 inline void check_floating(const at::Tensor& t, const char* op, const char* what) {
   const auto st = t.scalar_type();
@@ -181,10 +172,6 @@ struct BoundWeighted {
   }
 };
 
-// Names of the weighted operators, as template arguments.
-#define FA_WEIGHTED_NAME(name, F, op) inline constexpr char kWeightedName_##op[] = #op;
-FA_FOR_EACH_WEIGHTED(FA_WEIGHTED_NAME)
-#undef FA_WEIGHTED_NAME
 
 template <class Dev>
 void register_device_impls(torch::Library& m) {

@@ -8,25 +8,17 @@
 // function mode, other dtypes or devices); fused_act.functional then uses torch.ops.
 #include <ATen/ATen.h>
 #include <ATen/PythonTorchFunctionTLS.h>
-#include <ATen/core/dispatch/Dispatcher.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include <string>
 
-#include "activations.h"
+#include "op_names.h"
 
 namespace fused_act {
 namespace {
 
-using ForwardSig = at::Tensor(const at::Tensor&, double);
-using SoftmaxSig = at::Tensor(const at::Tensor&, int64_t, bool);
-using WeightedSig = at::Tensor(const at::Tensor&, const at::Tensor&);
-
-template <class Sig> c10::TypedOperatorHandle<Sig> find_op(const char* name) {
-  return c10::Dispatcher::singleton().findSchemaOrThrow(name, "").template typed<Sig>();
-}
 
 // The tensor, when the fast path takes it; nullptr otherwise.
 const at::Tensor* fast_tensor(PyObject* obj) {
@@ -50,14 +42,13 @@ PyObject* not_implemented() {
 
 // NAME(x: Tensor, p: float) -> Tensor
 template <Act A> struct Fast {
-  static const char* qualified_name();
   static PyObject* call(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     HANDLE_TH_ERRORS
     if (nargs != 2 || !PyFloat_Check(args[1])) return not_implemented();
     const at::Tensor* x = fast_tensor(args[0]);
     if (x == nullptr) return not_implemented();
     const double p = PyFloat_AS_DOUBLE(args[1]);
-    static const auto op = find_op<ForwardSig>(qualified_name());
+    static const auto op = find_op<sig::Forward>(act_name(A));
     at::Tensor y;
     {
       pybind11::gil_scoped_release no_gil;
@@ -67,10 +58,6 @@ template <Act A> struct Fast {
     END_HANDLE_TH_ERRORS
   }
 };
-#define FA_QUALIFIED_NAME(name, F) \
-  template <> const char* Fast<Act::name>::qualified_name() { return "fused_act::" #name; }
-FA_FOR_EACH_ACTIVATION(FA_QUALIFIED_NAME)
-#undef FA_QUALIFIED_NAME
 
 // prelu / swish_weighted(x: Tensor, weight: Tensor) -> Tensor
 template <const char* kName>
@@ -82,7 +69,7 @@ PyObject* fast_weighted(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   const at::Tensor& w = THPVariable_Unpack(args[1]);
   // A weight on another device would pick that device's kernel: the caller reports it.
   if (w.device() != x->device()) return not_implemented();
-  static const auto op = find_op<WeightedSig>(kName);
+  static const auto op = find_op<sig::Weighted>(kName);
   at::Tensor y;
   {
     pybind11::gil_scoped_release no_gil;
@@ -91,9 +78,6 @@ PyObject* fast_weighted(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   return THPVariable_Wrap(std::move(y));
   END_HANDLE_TH_ERRORS
 }
-#define FA_WEIGHTED_NAME(name, F, op) constexpr char kWeighted_##op[] = "fused_act::" #op;
-FA_FOR_EACH_WEIGHTED(FA_WEIGHTED_NAME)
-#undef FA_WEIGHTED_NAME
 
 // softmax(x: Tensor, dim: int, log: bool) -> Tensor, dim already checked by the caller.
 PyObject* fast_softmax(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
@@ -105,7 +89,7 @@ PyObject* fast_softmax(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   const int64_t dim = PyLong_AsLongLong(args[1]);
   if (dim == -1 && PyErr_Occurred()) return nullptr;
   const bool log = args[2] == Py_True;
-  static const auto op = find_op<SoftmaxSig>("fused_act::softmax");
+  static const auto op = find_op<sig::Softmax>("softmax");
   at::Tensor y;
   {
     pybind11::gil_scoped_release no_gil;
@@ -124,7 +108,7 @@ PyMethodDef methods[] = {
 #undef FA_METHOD
 #define FA_WEIGHTED_METHOD(name, F, op)                                                \
   {#op, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(                    \
-            &fast_weighted<kWeighted_##op>)),                                          \
+            &fast_weighted<kWeightedName_##op>)),                                          \
    METH_FASTCALL, "fused_act::" #op " on plain tensors, else NotImplemented"},
     FA_FOR_EACH_WEIGHTED(FA_WEIGHTED_METHOD)
 #undef FA_WEIGHTED_METHOD

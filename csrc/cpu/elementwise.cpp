@@ -121,6 +121,16 @@ WeightPattern weight_pattern(const double* wp, int64_t inner, int64_t channels) 
   return pat;
 }
 
+// dw = the per-block partial sums (blocks x channels, in block order) summed per channel.
+void write_weight_grad(const std::vector<double>& partial, int64_t channels,
+                       const at::Tensor& dw) {
+  std::vector<double> total(channels, 0.0);
+  for (size_t i = 0; i < partial.size(); ++i) total[i % channels] += partial[i];
+  at::Tensor t = at::empty({channels}, dw.options().dtype(at::kDouble));
+  std::copy(total.begin(), total.end(), t.mutable_data_ptr<double>());
+  dw.copy_(t.view(dw.sizes()));
+}
+
 template <class Fn> void visit_weighted(Act act, Fn&& fn) {
   switch (act) {
 #define FA_WEIGHTED_CASE(name, F, op) \
@@ -264,10 +274,9 @@ void CpuKernels::weighted_backward(Act act, const at::Tensor& g, const at::Tenso
   const bool need_wgrad = dw.defined();
   const at::Tensor wd = w.to(at::kDouble).contiguous();
   const double* wp = wd.const_data_ptr<double>();
-  // Fixed blocks, each with its own partial sums, summed in block order afterwards:
-  // the weight gradient does not depend on the number of threads.
-  const int64_t nblocks = (n + kGrain - 1) / kGrain;
-  std::vector<double> partial(need_wgrad ? nblocks * channels : 0, 0.0);
+  // Both paths below sum the weight gradient in fixed blocks, each with its own partial
+  // sums per channel, added in block order at the end: the result does not depend on the
+  // number of threads.
   const KernelTable* k = active_table().load();
   const bool is_double = x.scalar_type() == at::kDouble;
   const Storage st = is_double ? Storage::f32 : storage_of(x.scalar_type());
@@ -296,17 +305,12 @@ void CpuKernels::weighted_backward(Act act, const at::Tensor& g, const at::Tenso
         }
       }
     });
-    if (need_wgrad) {
-      std::vector<double> total(channels, 0.0);
-      for (int64_t blk = 0; blk < nblk; ++blk)
-        for (int64_t c = 0; c < channels; ++c) total[c] += part[blk * channels + c];
-      at::Tensor t = at::empty({channels}, w.options().dtype(at::kDouble));
-      std::copy(total.begin(), total.end(), t.mutable_data_ptr<double>());
-      dw.copy_(t.view(dw.sizes()));
-    }
+    if (need_wgrad) write_weight_grad(part, channels, dw);
     return;
   }
 
+  const int64_t nblocks = (n + kGrain - 1) / kGrain;
+  std::vector<double> partial(need_wgrad ? nblocks * channels : 0, 0.0);
   visit_weighted(act, [&](auto a) {
     using F = typename decltype(a)::type;
     at::parallel_for(0, nblocks, 1, [&](int64_t bb, int64_t be) {
@@ -339,14 +343,7 @@ void CpuKernels::weighted_backward(Act act, const at::Tensor& g, const at::Tenso
     });
   });
 
-  if (need_wgrad) {
-    std::vector<double> total(channels, 0.0);
-    for (int64_t blk = 0; blk < nblocks; ++blk)
-      for (int64_t c = 0; c < channels; ++c) total[c] += partial[blk * channels + c];
-    at::Tensor t = at::empty({channels}, w.options().dtype(at::kDouble));
-    std::copy(total.begin(), total.end(), t.mutable_data_ptr<double>());
-    dw.copy_(t.view(dw.sizes()));
-  }
+  if (need_wgrad) write_weight_grad(partial, channels, dw);
 }
 
 }  // namespace fused_act

@@ -11,6 +11,8 @@
 
 #include <cmath>
 #include <utility>
+
+#include "../activations.h"
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #endif
@@ -149,11 +151,10 @@ FA_VINLINE bool any_lane(Mask m) {
 // computed as in fa_exp_nonpositive, without the negation (z + n*ln2 is reduced and the
 // polynomial's odd terms change sign), on z clamped to at most 87 (there the result is 1
 // in float anyway).  A vector with a lane below -87 (a subnormal result, -inf) takes
-// fa_sigmoid's general formula instead: rare, and exact to the last subnormal bit.
+// activations.h's general fa_sigmoid instead: rare, and exact to the last subnormal bit.
 // NaN stays NaN.
-template <class T> static __attribute__((noinline, cold)) T fa_sigmoid_general(T z) {
-  T e = fa_exp(-fa_select(z < T(0.0f), -z, z));
-  return fa_select(z < T(0.0f), e, T(1.0f)) / (T(1.0f) + e);
+static __attribute__((noinline, cold)) Vec fa_sigmoid_general(Vec z) {
+  return ::fused_act::fa_sigmoid<Vec>(z);
 }
 
 FA_VINLINE Vec fa_sigmoid(Vec z) {
