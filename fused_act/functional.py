@@ -166,22 +166,31 @@ def _softmax_dim(name, x, dim, stacklevel=5):
     return int(dim)
 
 
+def _softmax(name, log, torch_fn, input, dim, stacklevel, dtype):
+    """softmax (log=False) or log_softmax (log=True); torch_fn is torch's own, for the
+    inputs fused_act leaves to torch.  stacklevel is the caller's _stacklevel, counted as
+    torch counts it from F.softmax: the legacy-dim warning names the caller's line."""
+    if dtype is None and type(dim) is int and not _compiling():
+        y = _C.softmax(input, dim, log)
+        if y is not NotImplemented:
+            return y
+    if isinstance(input, torch.Tensor) and dtype is not None:
+        input = input.to(dtype)
+    # Frames between the caller and _get_softmax_dim: _softmax, _check and the lambda,
+    # _softmax_dim (torch's own count already covers softmax itself).
+    x, other = _check(name, input, lambda: torch_fn(input, _softmax_dim(
+        name, input, dim, stacklevel + 4)))
+    if x is None:
+        return other
+    return _ag.softmax_op(x, _softmax_dim(name, x, dim, stacklevel + 2), log)
+
+
 def softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int = 3,
             dtype: Optional[torch.dtype] = None) -> torch.Tensor:
     """softmax along ``dim``: exp(x) / sum(exp(x)), computed as exp(x - max) / sum so that
     no input overflows.  ``dtype`` casts the input first, as torch.softmax does.  A row
     that is entirely -inf gives NaN, as in torch."""
-    if dtype is None and type(dim) is int and not _compiling():
-        y = _C.softmax(input, dim, False)
-        if y is not NotImplemented:
-            return y
-    if isinstance(input, torch.Tensor) and dtype is not None:
-        input = input.to(dtype)
-    x, other = _check("softmax", input, lambda: torch.softmax(input, _softmax_dim(
-        "softmax", input, dim, _stacklevel + 2)))
-    if x is None:
-        return other
-    return _ag.softmax_op(x, _softmax_dim("softmax", x, dim, _stacklevel + 2), False)
+    return _softmax("softmax", False, torch.softmax, input, dim, _stacklevel, dtype)
 
 
 def log_softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int = 3,
@@ -189,17 +198,7 @@ def log_softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int
     """log(softmax(x)) along ``dim``, computed as (x - max) - log(sum(exp(x - max))).
     ``dtype`` casts the input first, as torch.log_softmax does.  A row that is entirely
     -inf gives NaN, as in torch."""
-    if dtype is None and type(dim) is int and not _compiling():
-        y = _C.softmax(input, dim, True)
-        if y is not NotImplemented:
-            return y
-    if isinstance(input, torch.Tensor) and dtype is not None:
-        input = input.to(dtype)
-    x, other = _check("log_softmax", input, lambda: torch.log_softmax(input, _softmax_dim(
-        "log_softmax", input, dim, _stacklevel + 2)))
-    if x is None:
-        return other
-    return _ag.softmax_op(x, _softmax_dim("log_softmax", x, dim, _stacklevel + 2), True)
+    return _softmax("log_softmax", True, torch.log_softmax, input, dim, _stacklevel, dtype)
 
 
 __all__ = ["relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "prelu",

@@ -70,12 +70,12 @@ class Swish(nn.Module):
 
 class Softmax(nn.Softmax):
     def forward(self, input):
-        return FA.softmax(input, self.dim)
+        return FA.softmax(input, self.dim, _stacklevel=5)  # as nn.Softmax does
 
 
 class LogSoftmax(nn.LogSoftmax):
     def forward(self, input):
-        return FA.log_softmax(input, self.dim)
+        return FA.log_softmax(input, self.dim, _stacklevel=5)  # as nn.LogSoftmax does
 
 
 __all__ = ["ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "Sigmoid", "Tanh", "SiLU", "Swish",

@@ -428,3 +428,22 @@ def test_table_rows(act):
     assert isinstance(module, act.torch_module)
     torch.testing.assert_close(module(x), act.torch_module(**act.module_kwargs)(x))
     assert act.saves == "output"
+
+
+def test_legacy_dim_warning_points_at_the_caller():
+    # dim=None picks torch's legacy dim with a warning; like torch's, it names the line
+    # that called the function (and, for the modules, the same place torch's name).
+    x = torch.randn(2, 3)
+    for ours, theirs in ((FA.softmax, F.softmax), (FA.log_softmax, F.log_softmax)):
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            ours(x)
+            theirs(x)
+        assert [w.filename for w in got] == [__file__, __file__]
+    for ours, theirs in ((fused_act.Softmax(), nn.Softmax()),
+                         (fused_act.LogSoftmax(), nn.LogSoftmax())):
+        with warnings.catch_warnings(record=True) as got:
+            warnings.simplefilter("always")
+            ours(x)
+            theirs(x)
+        assert got[0].filename == got[1].filename
