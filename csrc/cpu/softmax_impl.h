@@ -102,10 +102,9 @@ static void softmax_forward_short_rows(const S* x, S* y, int64_t rows, int64_t n
   for (; r < rows; ++r) softmax_forward_short<kVecs, 1, kLog>(x + r * n, y + r * n, n);
 }
 
-// A row that stays in cache between passes (log_softmax, or half / bfloat16 storage):
-// max, then the sum of exp, then the output.  One exp per element for log_softmax.
-template <bool kLog, class S>
-static void softmax_forward_cached(const S* x, S* y, int64_t n) {
+// The maximum of n elements (two accumulators; a partial last vector padded with -inf).
+template <class S>
+static float max_of_row(const S* x, int64_t n) {
   Vec m0(softmax_lowest<float>()), m1 = m0;
   int64_t i = 0;
   for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
@@ -114,17 +113,24 @@ static void softmax_forward_cached(const S* x, S* y, int64_t n) {
   }
   for (; i + kLanes <= n; i += kLanes) m0 = softmax_max(m0, load(x + i));
   if (i < n) m0 = softmax_max(m0, load_partial(x + i, n - i, -INFINITY));
-  const float row_max = hmax(softmax_max(m0, m1));
-  const Vec vmax(row_max);
+  return hmax(softmax_max(m0, m1));
+}
+
+// A row that stays in cache between passes (log_softmax, or half / bfloat16 storage):
+// max, then the sum of exp, then the output.  One exp per element for log_softmax.
+template <bool kLog, class S>
+static void softmax_forward_cached(const S* x, S* y, int64_t n) {
+  const float max = max_of_row(x, n);
+  const Vec vmax(max);
   Vec s0(0.0f), s1(0.0f);
-  i = 0;
+  int64_t i = 0;
   for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
     s0 = s0 + softmax_exp_term(load(x + i), vmax);
     s1 = s1 + softmax_exp_term(load(x + i + kLanes), vmax);
   }
   for (; i + kLanes <= n; i += kLanes) s0 = s0 + softmax_exp_term(load(x + i), vmax);
   if (i < n) s0 = s0 + softmax_exp_term(load_partial(x + i, n - i, -INFINITY), vmax);
-  const SoftmaxNorm<float> c = softmax_norm<kLog>(row_max, hsum(s0 + s1));
+  const SoftmaxNorm<float> c = softmax_norm<kLog>(max, hsum(s0 + s1));
   const Vec shift(c.shift), scale(c.scale);
   i = 0;
   for (; i + kLanes <= n; i += kLanes) store(y + i, softmax_output<kLog>(load(x + i), shift, scale));
@@ -150,18 +156,10 @@ static void softmax_forward_blocked(const float* x, float* y, int64_t n) {
     const int64_t len = n - b < block ? n - b : block;
     const float* xb = x + b;
     float* yb = y + b;
-    Vec m0(softmax_lowest<float>()), m1 = m0;
-    int64_t i = 0;
-    for (; i + 2 * kLanes <= len; i += 2 * kLanes) {
-      m0 = softmax_max(m0, load(xb + i));
-      m1 = softmax_max(m1, load(xb + i + kLanes));
-    }
-    for (; i + kLanes <= len; i += kLanes) m0 = softmax_max(m0, load(xb + i));
-    if (i < len) m0 = softmax_max(m0, load_partial(xb + i, len - i, -INFINITY));
-    const float bm = hmax(softmax_max(m0, m1));
+    const float bm = max_of_row(xb, len);
     const Vec vbm(bm);
     Vec s0(0.0f), s1(0.0f);
-    i = 0;
+    int64_t i = 0;
     for (; i + 2 * kLanes <= len; i += 2 * kLanes) {
       const Vec e0 = softmax_exp_term(load(xb + i), vbm);
       const Vec e1 = softmax_exp_term(load(xb + i + kLanes), vbm);
