@@ -12,50 +12,41 @@
 
 namespace fused_act {
 
+// The entry points every device implements (written once, declared for each device).
+#define FA_DEVICE_KERNELS                                                                 \
+  static void forward(Act act, const at::Tensor& x, const at::Tensor& y, double p);       \
+  static void backward(Act act, const at::Tensor& g, const at::Tensor& s,                 \
+                       const at::Tensor& dx, double p, bool saved_is_output);             \
+  static void weighted_forward(Act act, const at::Tensor& x, const at::Tensor& w,         \
+                               const at::Tensor& y, int64_t inner, int64_t channels);     \
+  /* dw is undefined when the weight needs no gradient. */                                \
+  static void weighted_backward(Act act, const at::Tensor& g, const at::Tensor& x,        \
+                                const at::Tensor& w, const at::Tensor& dx,                \
+                                const at::Tensor& dw, int64_t inner, int64_t channels);   \
+  /* Softmax / log-softmax over rows of n contiguous elements (x, y, g, dx contiguous, */ \
+  /* numel a multiple of n, n > 0): y from x, or dx from the gradient g and output y. */  \
+  static void softmax_forward(const at::Tensor& x, const at::Tensor& y, int64_t n,        \
+                              bool log);                                                  \
+  static void softmax_backward(const at::Tensor& g, const at::Tensor& y,                  \
+                               const at::Tensor& dx, int64_t n, bool log);                \
+  /* The same along the middle dim of contiguous tensors viewed as [outer, n, inner]. */ \
+  static void softmax_forward_inner(const at::Tensor& x, const at::Tensor& y, int64_t n,  \
+                                    int64_t inner, bool log);                             \
+  static void softmax_backward_inner(const at::Tensor& g, const at::Tensor& y,            \
+                                     const at::Tensor& dx, int64_t n, int64_t inner,      \
+                                     bool log);
+
 struct CpuKernels {
-  static void forward(Act act, const at::Tensor& x, const at::Tensor& y, double p);
-  static void backward(Act act, const at::Tensor& g, const at::Tensor& s, const at::Tensor& dx,
-                       double p, bool saved_is_output);
-  static void weighted_forward(Act act, const at::Tensor& x, const at::Tensor& w,
-                               const at::Tensor& y, int64_t inner, int64_t channels);
-  // dw is undefined when the weight needs no gradient.
-  static void weighted_backward(Act act, const at::Tensor& g, const at::Tensor& x,
-                                const at::Tensor& w, const at::Tensor& dx, const at::Tensor& dw,
-                                int64_t inner, int64_t channels);
-  // Softmax / log-softmax over rows of n contiguous elements (x, y, g, dx contiguous,
-  // numel a multiple of n, n > 0): y from x, or dx from the gradient g and the output y.
-  static void softmax_forward(const at::Tensor& x, const at::Tensor& y, int64_t n, bool log);
-  static void softmax_backward(const at::Tensor& g, const at::Tensor& y, const at::Tensor& dx,
-                               int64_t n, bool log);
-  // The same along the middle dim of contiguous tensors viewed as [outer, n, inner].
-  static void softmax_forward_inner(const at::Tensor& x, const at::Tensor& y, int64_t n,
-                                    int64_t inner, bool log);
-  static void softmax_backward_inner(const at::Tensor& g, const at::Tensor& y,
-                                     const at::Tensor& dx, int64_t n, int64_t inner, bool log);
+  FA_DEVICE_KERNELS
 };
 
 #ifdef FA_WITH_CUDA
 struct CudaKernels {
-  static void forward(Act act, const at::Tensor& x, const at::Tensor& y, double p);
-  static void backward(Act act, const at::Tensor& g, const at::Tensor& s, const at::Tensor& dx,
-                       double p, bool saved_is_output);
-  static void weighted_forward(Act act, const at::Tensor& x, const at::Tensor& w,
-                               const at::Tensor& y, int64_t inner, int64_t channels);
-  static void weighted_backward(Act act, const at::Tensor& g, const at::Tensor& x,
-                                const at::Tensor& w, const at::Tensor& dx, const at::Tensor& dw,
-                                int64_t inner, int64_t channels);
-  // Softmax / log-softmax over rows of n contiguous elements (x, y, g, dx contiguous,
-  // numel a multiple of n, n > 0): y from x, or dx from the gradient g and the output y.
-  static void softmax_forward(const at::Tensor& x, const at::Tensor& y, int64_t n, bool log);
-  static void softmax_backward(const at::Tensor& g, const at::Tensor& y, const at::Tensor& dx,
-                               int64_t n, bool log);
-  // The same along the middle dim of contiguous tensors viewed as [outer, n, inner].
-  static void softmax_forward_inner(const at::Tensor& x, const at::Tensor& y, int64_t n,
-                                    int64_t inner, bool log);
-  static void softmax_backward_inner(const at::Tensor& g, const at::Tensor& y,
-                                     const at::Tensor& dx, int64_t n, int64_t inner, bool log);
+  FA_DEVICE_KERNELS
 };
 #endif
+
+#undef FA_DEVICE_KERNELS
 
 // The instruction set the CPU kernels use ("avx512", "avx2" or "baseline"): the best the
 // CPU supports unless FUSED_ACT_CPU_CAPABILITY or set_cpu_capability() asks for less.
