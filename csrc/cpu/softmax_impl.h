@@ -6,7 +6,8 @@
 //   * n <= 4 vectors: rows in registers, several at a time; max, exp, sum, output.
 //   * float softmax, longer rows: "blocked" -- per L1-sized block, its max, then
 //     y = exp(x - block max) and the block sum; the blocks' (max, sum) merged online;
-//     a last pass rescales y in cache.  x is read from memory once.
+//     a last pass rescales y in cache.  x is read from memory once, prefetched a block
+//     ahead while the exps are computed.
 //   * log_softmax and half / bfloat16 (no float y to keep exps in):
 //     n <= kCachedRow: "cached" -- max, sum of exp, output over a row in L1/L2;
 //     longer rows: "online" -- two passes over memory, the online (max, sum of exp)
@@ -161,6 +162,12 @@ static void softmax_forward_blocked(const float* x, float* y, int64_t n) {
     Vec s0(0.0f), s1(0.0f);
     int64_t i = 0;
     for (; i + 2 * kLanes <= len; i += 2 * kLanes) {
+      // The next block (of this row or the next: rows are contiguous) is fetched while
+      // this one computes its exps, so its max pass reads from cache.
+      for (int64_t k = 0; k < 2 * kLanes; k += 16) {  // one prefetch per 64-byte line
+        __builtin_prefetch(xb + len + i + k, 0, 3);
+        __builtin_prefetch(yb + len + i + k, 1, 3);
+      }
       const Vec e0 = softmax_exp_term(load(xb + i), vbm);
       const Vec e1 = softmax_exp_term(load(xb + i + kLanes), vbm);
       store(yb + i, e0);
