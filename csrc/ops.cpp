@@ -43,6 +43,8 @@ TORCH_LIBRARY(fused_act, m) {
   m.def("built_with_cuda() -> bool", &fused_act::built_with_cuda);
   m.def("cpu_capability() -> str", &fused_act::cpu_capability);
   m.def("set_cpu_capability(str name) -> ()", &fused_act::set_cpu_capability);
+  m.def("nontemporal_threshold() -> int", &fused_act::nontemporal_threshold);
+  m.def("set_nontemporal_threshold(int bytes) -> ()", &fused_act::set_nontemporal_threshold);
   // Softmax (log = false) and log-softmax along dim (softmax_ops.h).
   m.def("softmax(Tensor x, int dim, bool log) -> Tensor");
   m.def("softmax_backward(Tensor grad, Tensor y, int dim, bool log) -> Tensor");

@@ -4,6 +4,8 @@
     model = fused_act.convert(model)        # swap nn.ReLU, nn.SiLU, nn.Softmax, ... for fused ones
     y = fused_act.functional.silu(x)        # or call the functions directly
 """
+from typing import Optional
+
 from . import autograd, functional
 from ._ops import built_with_cuda, ops
 from .convert import convert, register_converter
@@ -24,6 +26,22 @@ def set_cpu_capability(name: str) -> None:
     ops.set_cpu_capability(name)
 
 
+def nontemporal_threshold() -> int:
+    """Bytes of traffic (read and written by one call) above which the CPU kernels write
+    float outputs with non-temporal stores, which skip reading each output line first.
+    The default is 3/4 of the CPU's last-level cache: above it the output would leave the
+    cache before it is read again."""
+    return ops.nontemporal_threshold()
+
+
+def set_nontemporal_threshold(nbytes: Optional[int]) -> None:
+    """Set the threshold of nontemporal_threshold(); None restores the default."""
+    if nbytes is not None and (isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0):
+        raise ValueError(f"fused_act.set_nontemporal_threshold: expected a number of bytes >= 0 "
+                         f"or None, got {nbytes!r}")
+    ops.set_nontemporal_threshold(-1 if nbytes is None else nbytes)
+
+
 def backends() -> dict:
     """What this build of fused_act can run on."""
     import torch
@@ -31,6 +49,7 @@ def backends() -> dict:
     return {
         "cpu": True,
         "cpu_capability": cpu_capability(),
+        "cpu_nontemporal_threshold": nontemporal_threshold(),
         "cuda_built": built_with_cuda(),
         "cuda_available": built_with_cuda() and torch.cuda.is_available(),
     }
@@ -40,5 +59,6 @@ __all__ = [
     "ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "Sigmoid", "Tanh", "SiLU", "Swish",
     "Softmax", "LogSoftmax",
     "autograd", "functional", "convert", "register_converter", "backends", "cpu_capability",
-    "set_cpu_capability", "built_with_cuda", "__version__",
+    "set_cpu_capability", "nontemporal_threshold", "set_nontemporal_threshold", "built_with_cuda",
+    "__version__",
 ]

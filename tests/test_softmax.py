@@ -150,6 +150,49 @@ def test_cpu_capabilities(capability, dtype, log, restore_capability):
         _check_close(dx, tdx, _reference_grad(g, y64.to(dtype).double(), -1, log))
 
 
+@pytest.fixture
+def nontemporal_everywhere():
+    """Every CPU call writes float outputs with non-temporal stores (threshold 0 bytes)."""
+    fused_act.set_nontemporal_threshold(0)
+    yield
+    fused_act.set_nontemporal_threshold(None)
+
+
+@pytest.mark.parametrize("capability", CAPS)
+@pytest.mark.parametrize("log", LOG)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_nontemporal_stores(capability, dtype, log, restore_capability, nontemporal_everywhere):
+    # Rows of a multiple of the vector length take non-temporal stores (float32; other
+    # dtypes and other lengths ignore the request): registers (16, 64); blocked / cached
+    # with a scratch row (1024, 8192: four blocks); unaligned rows, cached stores (33, 1025).
+    fused_act.set_cpu_capability(capability)
+    for n in (16, 64, 1024, 8192, 33, 1025):
+        x = (torch.randn(48, n) * 4).to(dtype)  # 48 rows: split across threads
+        g = torch.randn(48, n).to(dtype)
+        y = OPS[log][0](x, -1)
+        ref = _reference(x, -1, log)
+        _check_close(y, OPS[log][1](x, -1), ref)
+        dx = torch.ops.fused_act.softmax_backward(g, y, -1, log)
+        tdx = (torch._log_softmax_backward_data if log else torch._softmax_backward_data)(
+            g, OPS[log][1](x, -1), -1, dtype)
+        _check_close(dx, tdx, _reference_grad(g, ref.to(dtype).double(), -1, log))
+
+
+def test_nontemporal_threshold_setting():
+    default = fused_act.nontemporal_threshold()
+    assert default > 0
+    try:
+        fused_act.set_nontemporal_threshold(12345)
+        assert fused_act.nontemporal_threshold() == 12345
+        assert fused_act.backends()["cpu_nontemporal_threshold"] == 12345
+    finally:
+        fused_act.set_nontemporal_threshold(None)
+    assert fused_act.nontemporal_threshold() == default
+    for bad in (-1, 1.5, True, "1"):
+        with pytest.raises(ValueError, match="set_nontemporal_threshold"):
+            fused_act.set_nontemporal_threshold(bad)
+
+
 def test_many_rows_split_across_threads():
     # 5000 short rows: several at::parallel_for tasks (row grain 32768 / n).
     x = torch.randn(5000, 16) * 3

@@ -3,6 +3,7 @@
 // Headers with inline code come first, compiled for the baseline target.
 #include <immintrin.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <cmath>
 #include <utility>

@@ -9,6 +9,8 @@
 #include <algorithm>
 #include <atomic>
 #include <cstdlib>
+#include <fstream>
+#include <string>
 #include <vector>
 
 #include "../kernels.h"
@@ -179,7 +181,44 @@ void set_cpu_capability(const std::string& name) {
 namespace cpu {
 const KernelTable* active_kernels() { return active_table().load(); }
 const KernelTable* streaming_kernels() { return streaming_table(); }
+
+namespace {
+// The size of the largest CPU cache (Linux sysfs: "32768K"), or 32 MiB where unknown.
+int64_t last_level_cache_bytes() {
+  int64_t largest = 0;
+  for (int i = 0; i < 8; ++i) {
+    std::ifstream f("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/size");
+    int64_t size = 0;
+    char unit = 0;
+    if (!(f >> size)) continue;
+    f >> unit;
+    if (unit == 'K') size <<= 10;
+    if (unit == 'M') size <<= 20;
+    if (unit == 'G') size <<= 30;
+    largest = std::max(largest, size);
+  }
+  return largest > 0 ? largest : int64_t(32) << 20;
+}
+
+int64_t default_nontemporal_threshold() { return last_level_cache_bytes() / 4 * 3; }
+
+std::atomic<int64_t>& nontemporal_threshold_bytes() {
+  static std::atomic<int64_t> bytes{default_nontemporal_threshold()};
+  return bytes;
+}
+}  // namespace
+
+bool nontemporal_output(int64_t traffic_bytes) {
+  return traffic_bytes > nontemporal_threshold_bytes().load(std::memory_order_relaxed);
+}
 }  // namespace cpu
+
+int64_t nontemporal_threshold() { return cpu::nontemporal_threshold_bytes().load(); }
+
+void set_nontemporal_threshold(int64_t bytes) {
+  cpu::nontemporal_threshold_bytes().store(bytes < 0 ? cpu::default_nontemporal_threshold()
+                                                     : bytes);
+}
 
 using namespace cpu;
 

@@ -39,10 +39,12 @@ struct KernelTable {
                            int64_t n);
   // Softmax (log = false) or log-softmax over `rows` contiguous rows of n elements each
   // (../softmax.h): y = softmax(x) per row, and dx from the gradient g and the output y.
+  // With `nt` (see nontemporal_output), float outputs whose rows are vector-aligned are
+  // written with non-temporal stores.
   void (*softmax_forward)(Storage st, bool log, const void* x, void* y, int64_t rows,
-                          int64_t n);
+                          int64_t n, bool nt);
   void (*softmax_backward)(Storage st, bool log, const void* g, const void* y, void* dx,
-                           int64_t rows, int64_t n);
+                           int64_t rows, int64_t n, bool nt);
   // The same along a dim of n values at stride `inner` (not the last dim), for the
   // columns [c0, c1) of one slice starting at x (g, y, dx).
   void (*softmax_forward_inner)(Storage st, bool log, const void* x, void* y, int64_t n,
@@ -60,6 +62,13 @@ const KernelTable* active_kernels();
 // The table for memory-bound loops: the active one, with 256-bit vectors in place of
 // 512-bit ones (see elementwise.cpp).
 const KernelTable* streaming_kernels();
+
+// Whether a kernel that reads and writes `traffic_bytes` in all should write its output
+// with non-temporal stores: when that traffic exceeds nontemporal_threshold() (by default
+// 3/4 of the last-level cache), the output would leave the cache before anyone reads it,
+// and a non-temporal store saves the read of each output line that a cached store makes
+// first: a third of the traffic of a one-in-one-out kernel.
+bool nontemporal_output(int64_t traffic_bytes);
 
 }  // namespace cpu
 }  // namespace fused_act

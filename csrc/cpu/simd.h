@@ -273,6 +273,26 @@ FA_VINLINE Vec load(const float* p) {
 }
 FA_VINLINE void store(float* p, Vec v) { memcpy(p, &v.v, sizeof(v.v)); }
 
+// A non-temporal store (p aligned to the vector size), for outputs too large to stay in
+// cache: the line goes to memory without being read first.  nt_fence() after a run of
+// them makes them visible to other threads in order.
+FA_VINLINE void store_nt(float* p, Vec v) {
+#if FA_VEC_BYTES == 64 && defined(FA_HAVE_AVX512)
+  _mm512_stream_ps(p, (__m512)v.v);
+#elif FA_VEC_BYTES == 32 && defined(FA_HAVE_AVX2)
+  _mm256_stream_ps(p, (__m256)v.v);
+#elif FA_VEC_BYTES == 16 && defined(__SSE__)
+  _mm_stream_ps(p, (__m128)v.v);
+#else
+  store(p, v);
+#endif
+}
+FA_VINLINE void nt_fence() {
+#if defined(__SSE__)
+  _mm_sfence();
+#endif
+}
+
 FA_VINLINE Vec load(const bf16_t* p) {
   vh h;
   memcpy(&h, p, sizeof(h));

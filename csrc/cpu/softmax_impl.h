@@ -19,6 +19,7 @@
 // unused lanes are set to -inf, which adds exp(-inf) = 0 to the sum.
 #pragma once
 #include <float.h>
+#include <stdlib.h>
 
 #include "../softmax.h"
 #include "kernel_table.h"
@@ -44,15 +45,33 @@ static inline void store_partial(S* p, int64_t n, Vec v) {
   memcpy(p, buf, n * sizeof(S));
 }
 
+// An output store: non-temporal when nt (float only, p then vector-aligned).
+template <class S>
+FA_VINLINE void store_out(S* p, Vec v, bool nt) {
+  if constexpr (sizeof(S) == sizeof(float)) {
+    if (nt) return store_nt(p, v);
+  }
+  store(p, v);
+}
+
+// Whether the non-temporal stores asked for can be used on rows of n elements at y: float
+// rows that all start vector-aligned (so no row has a partial last vector).
+template <class S>
+static bool nt_rows(bool nt, const S* y, int64_t n) {
+  return nt && sizeof(S) == sizeof(float) && reinterpret_cast<uintptr_t>(y) % FA_VEC_BYTES == 0 &&
+         (n * int64_t(sizeof(S))) % FA_VEC_BYTES == 0;
+}
+
 constexpr int kRegVecs = 4;               // rows of up to this many vectors stay in registers
 constexpr int64_t kCachedRow = 4096;      // longer rows take the online two-pass path
 constexpr int kOnlineBlock = 8;            // vectors per rescaling step of the online pass
+constexpr int64_t kScratchRow = 1 << 20;  // longest row whose exps get a scratch row (below)
 
 // kRows short rows of kVecs vectors each (n <= kVecs * kLanes, the last vector maybe
 // partial), loaded once into registers: one exp per element.  Several rows at a time so
 // that their chains of dependent steps (max, exp, sum, divide) overlap.
 template <int kVecs, int kRows, bool kLog, class S>
-static void softmax_forward_short(const S* x, S* y, int64_t n) {
+static void softmax_forward_short(const S* x, S* y, int64_t n, bool nt) {
   const int64_t last = n - (kVecs - 1) * kLanes;  // elements in the last vector
   Vec v[kRows][kVecs], e[kRows][kVecs];
   float row_max[kRows];
@@ -87,7 +106,7 @@ static void softmax_forward_short(const S* x, S* y, int64_t n) {
       // exp(x - m) * scale is softmax_output's formula, with the exp already at hand.
       const Vec out = kLog ? softmax_output<kLog>(v[r][k], shift[r], scale[r]) : e[r][k] * scale[r];
       if (k < kVecs - 1 || last == kLanes)
-        store(yr + k * kLanes, out);
+        store_out(yr + k * kLanes, out, nt);
       else
         store_partial(yr + k * kLanes, last, out);
     }
@@ -96,11 +115,12 @@ static void softmax_forward_short(const S* x, S* y, int64_t n) {
 
 // Rows of kVecs vectors, four vectors' worth of rows at a time.
 template <int kVecs, bool kLog, class S>
-static void softmax_forward_short_rows(const S* x, S* y, int64_t rows, int64_t n) {
+static void softmax_forward_short_rows(const S* x, S* y, int64_t rows, int64_t n, bool nt) {
   constexpr int kRows = 4 / kVecs;
   int64_t r = 0;
-  for (; r + kRows <= rows; r += kRows) softmax_forward_short<kVecs, kRows, kLog>(x + r * n, y + r * n, n);
-  for (; r < rows; ++r) softmax_forward_short<kVecs, 1, kLog>(x + r * n, y + r * n, n);
+  for (; r + kRows <= rows; r += kRows)
+    softmax_forward_short<kVecs, kRows, kLog>(x + r * n, y + r * n, n, nt);
+  for (; r < rows; ++r) softmax_forward_short<kVecs, 1, kLog>(x + r * n, y + r * n, n, nt);
 }
 
 // The maximum of n elements (two accumulators; a partial last vector padded with -inf).
@@ -120,7 +140,7 @@ static float max_of_row(const S* x, int64_t n) {
 // A row that stays in cache between passes (log_softmax, or half / bfloat16 storage):
 // max, then the sum of exp, then the output.  One exp per element for log_softmax.
 template <bool kLog, class S>
-static void softmax_forward_cached(const S* x, S* y, int64_t n) {
+static void softmax_forward_cached(const S* x, S* y, int64_t n, bool nt) {
   const float max = max_of_row(x, n);
   const Vec vmax(max);
   Vec s0(0.0f), s1(0.0f);
@@ -134,20 +154,22 @@ static void softmax_forward_cached(const S* x, S* y, int64_t n) {
   const SoftmaxNorm<float> c = softmax_norm<kLog>(max, hsum(s0 + s1));
   const Vec shift(c.shift), scale(c.scale);
   i = 0;
-  for (; i + kLanes <= n; i += kLanes) store(y + i, softmax_output<kLog>(load(x + i), shift, scale));
+  for (; i + kLanes <= n; i += kLanes)
+    store_out(y + i, softmax_output<kLog>(load(x + i), shift, scale), nt);
   if (i < n)
     store_partial(y + i, n - i, softmax_output<kLog>(load_partial(x + i, n - i, 0.0f), shift, scale));
 }
 
 // Float softmax of a row longer than the register path, in blocks of up to kBlockElems
 // (at least n / kMaxBlocks) elements that stay in L1: per block, its max b_j, then
-// y = exp(x - b_j) and the block sum s_j.  Merging the blocks' (b_j, s_j) online gives
-// (m, s); a last pass over y (in cache) multiplies block j by exp(b_j - m) / s.
-// One exp per element and one read of x from memory.
+// e = exp(x - b_j) and the block sum s_j.  Merging the blocks' (b_j, s_j) online gives
+// (m, s); a last pass over e (in cache) writes y = e * exp(b_j - m) / s for block j.
+// One exp per element and one read of x from memory.  e is y itself, or with nt a
+// scratch row that stays in cache while y is written non-temporally.
 constexpr int64_t kBlockElems = 2048;
 constexpr int kMaxBlocks = 64;
 
-static void softmax_forward_blocked(const float* x, float* y, int64_t n) {
+static void softmax_forward_blocked(const float* x, float* y, int64_t n, float* e, bool nt) {
   int64_t block = (n + kMaxBlocks - 1) / kMaxBlocks;
   block = block < kBlockElems ? kBlockElems : (block + kLanes - 1) / kLanes * kLanes;
   float block_max[kMaxBlocks];
@@ -156,33 +178,34 @@ static void softmax_forward_blocked(const float* x, float* y, int64_t n) {
   for (int64_t b = 0; b < n; b += block, ++nb) {
     const int64_t len = n - b < block ? n - b : block;
     const float* xb = x + b;
-    float* yb = y + b;
+    float* eb = e + b;
     const float bm = max_of_row(xb, len);
     const Vec vbm(bm);
     Vec s0(0.0f), s1(0.0f);
     int64_t i = 0;
     for (; i + 2 * kLanes <= len; i += 2 * kLanes) {
       // The next block (of this row or the next: rows are contiguous) is fetched while
-      // this one computes its exps, so its max pass reads from cache.
+      // this one computes its exps, so its max pass reads from cache; so is the y it
+      // will write, unless y is written non-temporally.
       for (int64_t k = 0; k < 2 * kLanes; k += 16) {  // one prefetch per 64-byte line
         __builtin_prefetch(xb + len + i + k, 0, 3);
-        __builtin_prefetch(yb + len + i + k, 1, 3);
+        if (!nt) __builtin_prefetch(y + b + len + i + k, 1, 3);
       }
       const Vec e0 = softmax_exp_term(load(xb + i), vbm);
       const Vec e1 = softmax_exp_term(load(xb + i + kLanes), vbm);
-      store(yb + i, e0);
-      store(yb + i + kLanes, e1);
+      store(eb + i, e0);
+      store(eb + i + kLanes, e1);
       s0 = s0 + e0;
       s1 = s1 + e1;
     }
     for (; i + kLanes <= len; i += kLanes) {
       const Vec e0 = softmax_exp_term(load(xb + i), vbm);
-      store(yb + i, e0);
+      store(eb + i, e0);
       s0 = s0 + e0;
     }
     if (i < len) {
       const Vec e0 = softmax_exp_term(load_partial(xb + i, len - i, -INFINITY), vbm);
-      store_partial(yb + i, len - i, e0);
+      store_partial(eb + i, len - i, e0);
       s0 = s0 + e0;
     }
     block_max[nb] = bm;
@@ -192,11 +215,12 @@ static void softmax_forward_blocked(const float* x, float* y, int64_t n) {
   for (int j = 0; j < nb; ++j) {
     // softmax_output(x) = exp(x - b_j) * exp(b_j - m) * scale.
     const Vec factor(softmax_exp_term(block_max[j], c.shift) * c.scale);
+    const float* eb = e + j * block;
     float* yb = y + j * block;
     const int64_t len = n - j * block < block ? n - j * block : block;
     int64_t i = 0;
-    for (; i + kLanes <= len; i += kLanes) store(yb + i, load(yb + i) * factor);
-    if (i < len) store_partial(yb + i, len - i, load_partial(yb + i, len - i, 0.0f) * factor);
+    for (; i + kLanes <= len; i += kLanes) store_out(yb + i, load(eb + i) * factor, nt);
+    if (i < len) store_partial(yb + i, len - i, load_partial(eb + i, len - i, 0.0f) * factor);
   }
 }
 
@@ -204,7 +228,7 @@ static void softmax_forward_blocked(const float* x, float* y, int64_t n) {
 // at a time (one rescaling exp per block), merged across lanes; then the output pass.  Two
 // passes over memory instead of three.
 template <bool kLog, class S>
-static void softmax_forward_online(const S* x, S* y, int64_t n) {
+static void softmax_forward_online(const S* x, S* y, int64_t n, bool nt) {
   Vec m(softmax_lowest<float>()), s(0.0f);
   int64_t i = 0;
   for (; i + kOnlineBlock * kLanes <= n; i += kOnlineBlock * kLanes) {
@@ -230,37 +254,46 @@ static void softmax_forward_online(const S* x, S* y, int64_t n) {
   const Vec shift(c.shift), scale(c.scale);
   i = 0;
   for (; i + kLanes <= n; i += kLanes)
-    store(y + i, softmax_output<kLog>(load(x + i), shift, scale));
+    store_out(y + i, softmax_output<kLog>(load(x + i), shift, scale), nt);
   if (i < n)
     store_partial(y + i, n - i, softmax_output<kLog>(load_partial(x + i, n - i, 0.0f), shift, scale));
 }
 
-// Forward of `rows` rows of n elements, by row length.
+// Forward of `rows` rows of n elements, by row length; nt asks for non-temporal stores of
+// y (used where nt_rows allows).
 template <bool kLog, class S>
-static void softmax_forward_rows(const S* x, S* y, int64_t rows, int64_t n) {
+static void softmax_forward_rows(const S* x, S* y, int64_t rows, int64_t n, bool nt) {
   static_assert(kRegVecs == 4, "one case per number of vectors");
+  nt = nt_rows(nt, y, n);
+  float* scratch = nullptr;
   switch ((n + kLanes - 1) / kLanes) {
-    case 1: return softmax_forward_short_rows<1, kLog>(x, y, rows, n);
-    case 2: return softmax_forward_short_rows<2, kLog>(x, y, rows, n);
-    case 3: return softmax_forward_short_rows<3, kLog>(x, y, rows, n);
-    case 4: return softmax_forward_short_rows<4, kLog>(x, y, rows, n);
-    default: break;
+    case 1: softmax_forward_short_rows<1, kLog>(x, y, rows, n, nt); break;
+    case 2: softmax_forward_short_rows<2, kLog>(x, y, rows, n, nt); break;
+    case 3: softmax_forward_short_rows<3, kLog>(x, y, rows, n, nt); break;
+    case 4: softmax_forward_short_rows<4, kLog>(x, y, rows, n, nt); break;
+    default:
+      if constexpr (!kLog && sizeof(S) == sizeof(float)) {
+        if (nt && n <= kScratchRow) scratch = static_cast<float*>(malloc(n * sizeof(float)));
+        const bool nt_blocked = scratch != nullptr;
+        for (int64_t r = 0; r < rows; ++r)
+          softmax_forward_blocked(x + r * n, y + r * n, n, nt_blocked ? scratch : y + r * n,
+                                  nt_blocked);
+        free(scratch);
+      } else {
+        for (int64_t r = 0; r < rows; ++r) {
+          if (n <= kCachedRow)
+            softmax_forward_cached<kLog>(x + r * n, y + r * n, n, nt);
+          else
+            softmax_forward_online<kLog>(x + r * n, y + r * n, n, nt);
+        }
+      }
   }
-  if constexpr (!kLog && sizeof(S) == sizeof(float)) {
-    for (int64_t r = 0; r < rows; ++r) softmax_forward_blocked(x + r * n, y + r * n, n);
-    return;
-  }
-  for (int64_t r = 0; r < rows; ++r) {
-    if (n <= kCachedRow)
-      softmax_forward_cached<kLog>(x + r * n, y + r * n, n);
-    else
-      softmax_forward_online<kLog>(x + r * n, y + r * n, n);
-  }
+  if (nt) nt_fence();
 }
 
 // Backward of kRows short rows (as softmax_forward_short): g and y read once.
 template <int kVecs, int kRows, bool kLog, class S>
-static void softmax_backward_short(const S* g, const S* y, S* dx, int64_t n) {
+static void softmax_backward_short(const S* g, const S* y, S* dx, int64_t n, bool nt) {
   const int64_t last = n - (kVecs - 1) * kLanes;
   Vec gv[kRows][kVecs], yv[kRows][kVecs], sum[kRows];
   for (int r = 0; r < kRows; ++r) {
@@ -284,7 +317,7 @@ static void softmax_backward_short(const S* g, const S* y, S* dx, int64_t n) {
     for (int k = 0; k < kVecs; ++k) {
       const Vec out = softmax_backward_output<kLog>(gv[r][k], yv[r][k], sum[r]);
       if (k < kVecs - 1 || last == kLanes)
-        store(dx + r * n + k * kLanes, out);
+        store_out(dx + r * n + k * kLanes, out, nt);
       else
         store_partial(dx + r * n + k * kLanes, last, out);
     }
@@ -292,16 +325,18 @@ static void softmax_backward_short(const S* g, const S* y, S* dx, int64_t n) {
 }
 
 template <int kVecs, bool kLog, class S>
-static void softmax_backward_short_rows(const S* g, const S* y, S* dx, int64_t rows, int64_t n) {
+static void softmax_backward_short_rows(const S* g, const S* y, S* dx, int64_t rows, int64_t n,
+                                        bool nt) {
   constexpr int kRows = 1;  // measured: more rows at a time spill and run slower here
   int64_t r = 0;
   for (; r + kRows <= rows; r += kRows)
-    softmax_backward_short<kVecs, kRows, kLog>(g + r * n, y + r * n, dx + r * n, n);
-  for (; r < rows; ++r) softmax_backward_short<kVecs, 1, kLog>(g + r * n, y + r * n, dx + r * n, n);
+    softmax_backward_short<kVecs, kRows, kLog>(g + r * n, y + r * n, dx + r * n, n, nt);
+  for (; r < rows; ++r)
+    softmax_backward_short<kVecs, 1, kLog>(g + r * n, y + r * n, dx + r * n, n, nt);
 }
 
 template <bool kLog, class S>
-static void softmax_backward_row(const S* g, const S* y, S* dx, int64_t n) {
+static void softmax_backward_row(const S* g, const S* y, S* dx, int64_t n, bool nt) {
   Vec acc[4] = {Vec(0.0f), Vec(0.0f), Vec(0.0f), Vec(0.0f)};
   int64_t i = 0;
   for (; i + 4 * kLanes <= n; i += 4 * kLanes)
@@ -315,29 +350,33 @@ static void softmax_backward_row(const S* g, const S* y, S* dx, int64_t n) {
   const Vec sum(hsum((acc[0] + acc[1]) + (acc[2] + acc[3])));
   i = 0;
   for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
-    store(dx + i, softmax_backward_output<kLog>(load(g + i), load(y + i), sum));
-    store(dx + i + kLanes,
-          softmax_backward_output<kLog>(load(g + i + kLanes), load(y + i + kLanes), sum));
+    store_out(dx + i, softmax_backward_output<kLog>(load(g + i), load(y + i), sum), nt);
+    store_out(dx + i + kLanes,
+              softmax_backward_output<kLog>(load(g + i + kLanes), load(y + i + kLanes), sum), nt);
   }
   for (; i + kLanes <= n; i += kLanes)
-    store(dx + i, softmax_backward_output<kLog>(load(g + i), load(y + i), sum));
+    store_out(dx + i, softmax_backward_output<kLog>(load(g + i), load(y + i), sum), nt);
   if (i < n)
     store_partial(dx + i, n - i,
                   softmax_backward_output<kLog>(load_partial(g + i, n - i, 0.0f),
                                                 load_partial(y + i, n - i, 0.0f), sum));
 }
 
-// Backward of `rows` rows of n elements, by row length.
+// Backward of `rows` rows of n elements, by row length; nt as in softmax_forward_rows.
 template <bool kLog, class S>
-static void softmax_backward_rows(const S* g, const S* y, S* dx, int64_t rows, int64_t n) {
+static void softmax_backward_rows(const S* g, const S* y, S* dx, int64_t rows, int64_t n,
+                                  bool nt) {
+  nt = nt_rows(nt, dx, n);
   switch ((n + kLanes - 1) / kLanes) {
-    case 1: return softmax_backward_short_rows<1, kLog>(g, y, dx, rows, n);
-    case 2: return softmax_backward_short_rows<2, kLog>(g, y, dx, rows, n);
-    case 3: return softmax_backward_short_rows<3, kLog>(g, y, dx, rows, n);
-    case 4: return softmax_backward_short_rows<4, kLog>(g, y, dx, rows, n);
-    default: break;
+    case 1: softmax_backward_short_rows<1, kLog>(g, y, dx, rows, n, nt); break;
+    case 2: softmax_backward_short_rows<2, kLog>(g, y, dx, rows, n, nt); break;
+    case 3: softmax_backward_short_rows<3, kLog>(g, y, dx, rows, n, nt); break;
+    case 4: softmax_backward_short_rows<4, kLog>(g, y, dx, rows, n, nt); break;
+    default:
+      for (int64_t r = 0; r < rows; ++r)
+        softmax_backward_row<kLog>(g + r * n, y + r * n, dx + r * n, n, nt);
   }
-  for (int64_t r = 0; r < rows; ++r) softmax_backward_row<kLog>(g + r * n, y + r * n, dx + r * n, n);
+  if (nt) nt_fence();
 }
 
 // Softmax along a dim that is not the last: n values at stride `inner`, for columns
@@ -411,29 +450,29 @@ static void softmax_backward_inner(Storage st, bool log, const void* g, const vo
 }
 
 static void softmax_forward(Storage st, bool log, const void* x, void* y, int64_t rows,
-                            int64_t n) {
+                            int64_t n, bool nt) {
   visit_storage(st, [&](auto t) {
     using S = typename decltype(t)::type;
     const S* xp = static_cast<const S*>(x);
     S* yp = static_cast<S*>(y);
     if (log)
-      softmax_forward_rows<true>(xp, yp, rows, n);
+      softmax_forward_rows<true>(xp, yp, rows, n, nt);
     else
-      softmax_forward_rows<false>(xp, yp, rows, n);
+      softmax_forward_rows<false>(xp, yp, rows, n, nt);
   });
 }
 
 static void softmax_backward(Storage st, bool log, const void* g, const void* y, void* dx,
-                             int64_t rows, int64_t n) {
+                             int64_t rows, int64_t n, bool nt) {
   visit_storage(st, [&](auto t) {
     using S = typename decltype(t)::type;
     const S* gp = static_cast<const S*>(g);
     const S* yp = static_cast<const S*>(y);
     S* dp = static_cast<S*>(dx);
     if (log)
-      softmax_backward_rows<true>(gp, yp, dp, rows, n);
+      softmax_backward_rows<true>(gp, yp, dp, rows, n, nt);
     else
-      softmax_backward_rows<false>(gp, yp, dp, rows, n);
+      softmax_backward_rows<false>(gp, yp, dp, rows, n, nt);
   });
 }
 
