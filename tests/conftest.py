@@ -34,6 +34,14 @@ def cpu_capability(request):
     fused_act.set_cpu_capability(original)
 
 
+@pytest.fixture
+def nontemporal_everywhere():
+    """Every CPU call writes float outputs with non-temporal stores (threshold 0 bytes)."""
+    fused_act.set_nontemporal_threshold(0)
+    yield
+    fused_act.set_nontemporal_threshold(None)
+
+
 @pytest.fixture(autouse=True)
 def _seed():
     torch.manual_seed(0)

@@ -150,14 +150,6 @@ def test_cpu_capabilities(capability, dtype, log, restore_capability):
         _check_close(dx, tdx, _reference_grad(g, y64.to(dtype).double(), -1, log))
 
 
-@pytest.fixture
-def nontemporal_everywhere():
-    """Every CPU call writes float outputs with non-temporal stores (threshold 0 bytes)."""
-    fused_act.set_nontemporal_threshold(0)
-    yield
-    fused_act.set_nontemporal_threshold(None)
-
-
 @pytest.mark.parametrize("capability", CAPS)
 @pytest.mark.parametrize("log", LOG)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

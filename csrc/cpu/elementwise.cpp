@@ -10,6 +10,7 @@
 #include <atomic>
 #include <cstdlib>
 #include <fstream>
+#include <initializer_list>
 #include <string>
 #include <vector>
 
@@ -222,6 +223,17 @@ void set_nontemporal_threshold(int64_t bytes) {
 
 using namespace cpu;
 
+namespace {
+// Whether a kernel writing `out` (not in place: no shared memory with any input) with
+// `traffic` bytes read and written in all should use non-temporal stores.
+bool nt_output(const at::Tensor& out, std::initializer_list<const at::Tensor*> inputs,
+               int64_t traffic) {
+  for (const at::Tensor* t : inputs)
+    if (t->data_ptr() == out.data_ptr()) return false;
+  return nontemporal_output(traffic);
+}
+}  // namespace
+
 void CpuKernels::forward(Act act, const at::Tensor& x, const at::Tensor& y, double p) {
   const int64_t n = x.numel();
   if (x.scalar_type() == at::kDouble) {
@@ -237,8 +249,9 @@ void CpuKernels::forward(Act act, const at::Tensor& x, const at::Tensor& y, doub
   }
   const KernelTable* k = active_table().load();
   const Storage st = storage_of(x.scalar_type());
+  const bool nt = nt_output(y, {&x}, 2 * x.nbytes());
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    k->forward(act, st, at_offset<const void>(x, b), at_offset<void>(y, b), e - b, float(p));
+    k->forward(act, st, at_offset<const void>(x, b), at_offset<void>(y, b), e - b, float(p), nt);
   });
 }
 
@@ -263,9 +276,10 @@ void CpuKernels::backward(Act act, const at::Tensor& g, const at::Tensor& s, con
   const KernelTable* k =
       streaming(act, saved_is_output) ? streaming_table() : active_table().load();
   const Storage st = storage_of(g.scalar_type());
+  const bool nt = nt_output(dx, {&g, &s}, 3 * g.nbytes());
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     k->backward(act, st, at_offset<const void>(g, b), at_offset<const void>(s, b),
-                at_offset<void>(dx, b), e - b, float(p), saved_is_output);
+                at_offset<void>(dx, b), e - b, float(p), saved_is_output, nt);
   });
 }
 
@@ -290,18 +304,19 @@ void CpuKernels::weighted_forward(Act act, const at::Tensor& x, const at::Tensor
   }
   const KernelTable* k = active_table().load();
   const Storage st = storage_of(x.scalar_type());
+  const bool nt = nt_output(y, {&x}, 2 * x.nbytes());
   if (short_runs(inner, channels)) {
     const WeightPattern pat = weight_pattern(wp, inner, channels);
     at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
       k->forward_weights(act, st, at_offset<const void>(x, b), at_offset<void>(y, b),
-                         pat.w.data(), pat.period, b % pat.period, e - b);
+                         pat.w.data(), pat.period, b % pat.period, e - b, nt);
     });
     return;
   }
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     for_each_weight_run(b, e, inner, channels, [&](int64_t rb, int64_t re, int64_t c) {
       k->forward(act, st, at_offset<const void>(x, rb), at_offset<void>(y, rb), re - rb,
-                 float(wp[c]));
+                 float(wp[c]), nt);
     });
   });
 }
@@ -319,6 +334,7 @@ void CpuKernels::weighted_backward(Act act, const at::Tensor& g, const at::Tenso
   const KernelTable* k = active_table().load();
   const bool is_double = x.scalar_type() == at::kDouble;
   const Storage st = is_double ? Storage::f32 : storage_of(x.scalar_type());
+  const bool nt = !is_double && nt_output(dx, {&g, &x}, 3 * x.nbytes());
 
   if (!is_double && short_runs(inner, channels)) {
     // Fixed blocks of pieces, each summing its weight-gradient terms per phase of the
@@ -336,7 +352,7 @@ void CpuKernels::weighted_backward(Act act, const at::Tensor& g, const at::Tenso
         k->backward_weights(act, st, at_offset<const void>(g, b), at_offset<const void>(x, b),
                             at_offset<void>(dx, b), pat.w.data(),
                             need_wgrad ? acc.data() : nullptr, pat.period, b % pat.period,
-                            e - b);
+                            e - b, nt);
         if (need_wgrad) {
           double* pc = part.data() + blk * channels;
           for (int64_t j = 0; j < int64_t(acc.size()); ++j)
@@ -374,7 +390,7 @@ void CpuKernels::weighted_backward(Act act, const at::Tensor& g, const at::Tenso
             double sum = k->backward_weighted(act, st, at_offset<const void>(g, sb),
                                               at_offset<const void>(x, sb),
                                               at_offset<void>(dx, sb), se - sb, float(wp[c]),
-                                              need_wgrad);
+                                              need_wgrad, nt);
             if (need_wgrad) acc[c] += sum;
           }
         });

@@ -18,29 +18,30 @@ constexpr int64_t kWeightPiece = 1024;
 
 struct KernelTable {
   const char* name;
+  // Every kernel that writes a float output takes `nt`: write it with non-temporal stores
+  // (see nontemporal_output; the output must not alias an input).
   // y[i] = forward(x[i], p)
-  void (*forward)(Act act, Storage st, const void* x, void* y, int64_t n, float p);
+  void (*forward)(Act act, Storage st, const void* x, void* y, int64_t n, float p, bool nt);
   // dx[i] = backward(g[i], s[i], p)
   void (*backward)(Act act, Storage st, const void* g, const void* s, void* dx, int64_t n,
-                   float p, bool saved_is_output);
+                   float p, bool saved_is_output, bool nt);
   // The per-weight activations (prelu, trainable swish): dx as above from the saved
   // input, and, when need_weight_grad, returns the sum of the weight-gradient terms.
   double (*backward_weighted)(Act act, Storage st, const void* g, const void* x, void* dx,
-                              int64_t n, float p, bool need_weight_grad);
+                              int64_t n, float p, bool need_weight_grad, bool nt);
   // The same with one weight per element from a repeating pattern: element i has the
   // weight w[(phase + i) % period], where w holds the pattern for phases
   // [0, period + kWeightPiece) (for weights that change every few elements: PReLU on
   // (N, C) inputs, small feature maps).  acc (same layout as w), when not null, gets the
   // weight-gradient term of each element added at its phase.
   void (*forward_weights)(Act act, Storage st, const void* x, void* y, const float* w,
-                          int64_t period, int64_t phase, int64_t n);
+                          int64_t period, int64_t phase, int64_t n, bool nt);
   void (*backward_weights)(Act act, Storage st, const void* g, const void* x, void* dx,
                            const float* w, float* acc, int64_t period, int64_t phase,
-                           int64_t n);
+                           int64_t n, bool nt);
   // Softmax (log = false) or log-softmax over `rows` contiguous rows of n elements each
   // (../softmax.h): y = softmax(x) per row, and dx from the gradient g and the output y.
-  // With `nt` (see nontemporal_output), float outputs whose rows are vector-aligned are
-  // written with non-temporal stores.
+  // There, `nt` applies to float rows that all start vector-aligned.
   void (*softmax_forward)(Storage st, bool log, const void* x, void* y, int64_t rows,
                           int64_t n, bool nt);
   void (*softmax_backward)(Storage st, bool log, const void* g, const void* y, void* dx,

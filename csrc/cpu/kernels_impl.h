@@ -20,31 +20,52 @@ struct Padded {
   }
 };
 
-template <class F, class S>
-static void forward_loop(const S* x, S* y, int64_t n, float p) {
-  const Vec vp(p);
+// The first len < kLanes lanes of v to p.
+template <class S>
+FA_VINLINE void store_first(S* p, int64_t len, Vec v) {
+  S out[kLanes];
+  store(out, v);
+  memcpy(p, out, len * sizeof(S));
+}
+
+// Writes out[0, n) a vector at a time: full(i) is the vector of elements [i, i + kLanes),
+// part(i, len) that of the len < kLanes elements from i (inputs read through padded
+// buffers).  With nt (float only), the stores from the first vector-aligned element on
+// are non-temporal; the kernel entry points below end such calls with nt_fence().
+template <class S, class Full, class Part>
+FA_VINLINE void write_out(S* out, int64_t n, bool nt, const Full& full, const Part& part) {
   int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) store(y + i, F::forward(load(x + i), vp));
-  if (i < n) {
-    Padded<S> px(x + i, n - i);
-    S out[kLanes];
-    store(out, F::forward(load(px.buf), vp));
-    memcpy(y + i, out, (n - i) * sizeof(S));
+  if constexpr (sizeof(S) == sizeof(float)) {
+    const uintptr_t addr = reinterpret_cast<uintptr_t>(out);
+    if (nt && addr % sizeof(float) == 0) {
+      const int64_t to_aligned = int64_t((FA_VEC_BYTES - addr % FA_VEC_BYTES) % FA_VEC_BYTES / sizeof(float));
+      const int64_t head = to_aligned < n ? to_aligned : n;
+      if (head > 0) store_first(out, head, part(0, head));
+      for (i = head; i + kLanes <= n; i += kLanes) store_nt(out + i, full(i));
+    }
   }
+  for (; i + kLanes <= n; i += kLanes) store(out + i, full(i));
+  if (i < n) store_first(out + i, n - i, part(i, n - i));
+}
+
+template <class F, class S>
+static void forward_loop(const S* x, S* y, int64_t n, float p, bool nt) {
+  const Vec vp(p);
+  write_out(
+      y, n, nt, [&](int64_t i) { return F::forward(load(x + i), vp); },
+      [&](int64_t i, int64_t len) { return F::forward(load(Padded<S>(x + i, len).buf), vp); });
 }
 
 template <class F, bool kFromOutput, class S>
-static void backward_loop(const S* g, const S* s, S* dx, int64_t n, float p) {
+static void backward_loop(const S* g, const S* s, S* dx, int64_t n, float p, bool nt) {
   const Vec vp(p);
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    store(dx + i, F::template backward<kFromOutput>(load(g + i), load(s + i), vp));
-  if (i < n) {
-    Padded<S> pg(g + i, n - i), ps(s + i, n - i);
-    S out[kLanes];
-    store(out, F::template backward<kFromOutput>(load(pg.buf), load(ps.buf), vp));
-    memcpy(dx + i, out, (n - i) * sizeof(S));
-  }
+  write_out(
+      dx, n, nt,
+      [&](int64_t i) { return F::template backward<kFromOutput>(load(g + i), load(s + i), vp); },
+      [&](int64_t i, int64_t len) {
+        return F::template backward<kFromOutput>(load(Padded<S>(g + i, len).buf),
+                                                 load(Padded<S>(s + i, len).buf), vp);
+      });
 }
 
 static inline double lane_sum(Vec v) {
@@ -57,65 +78,50 @@ static inline double lane_sum(Vec v) {
 
 // dx from the saved input and, when asked, the sum of the weight-gradient terms.  The
 // caller keeps n small (a few thousand), so float lanes accumulate without much loss.
+// A partial vector is zero-padded: a zero gradient gives a zero weight-gradient term.
 template <class F, class S>
 static double backward_weighted_loop(const S* g, const S* x, S* dx, int64_t n, float p,
-                                     bool need_weight_grad) {
+                                     bool need_weight_grad, bool nt) {
   const Vec vp(p);
   Vec acc(0.0f);
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    Vec vg = load(g + i), vx = load(x + i);
-    store(dx + i, F::template backward<false>(vg, vx, vp));
+  auto term = [&](Vec vg, Vec vx) {
     if (need_weight_grad) acc = acc + F::weight_grad(vg, vx, vp);
-  }
-  if (i < n) {
-    // Zero padding: a zero gradient contributes a zero weight-gradient term.
-    Padded<S> pg(g + i, n - i), px(x + i, n - i);
-    Vec vg = load(pg.buf), vx = load(px.buf);
-    S out[kLanes];
-    store(out, F::template backward<false>(vg, vx, vp));
-    memcpy(dx + i, out, (n - i) * sizeof(S));
-    if (need_weight_grad) acc = acc + F::weight_grad(vg, vx, vp);
-  }
+    return F::template backward<false>(vg, vx, vp);
+  };
+  write_out(
+      dx, n, nt, [&](int64_t i) { return term(load(g + i), load(x + i)); },
+      [&](int64_t i, int64_t len) {
+        return term(load(Padded<S>(g + i, len).buf), load(Padded<S>(x + i, len).buf));
+      });
   return need_weight_grad ? lane_sum(acc) : 0.0;
 }
 
 // The weighted activations with one weight per element (w[i], float).
 template <class F, class S>
-static void forward_weights_loop(const S* x, S* y, const float* w, int64_t n) {
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) store(y + i, F::forward(load(x + i), load(w + i)));
-  if (i < n) {
-    Padded<S> px(x + i, n - i);
-    Padded<float> pw(w + i, n - i);
-    S out[kLanes];
-    store(out, F::forward(load(px.buf), load(pw.buf)));
-    memcpy(y + i, out, (n - i) * sizeof(S));
-  }
+static void forward_weights_loop(const S* x, S* y, const float* w, int64_t n, bool nt) {
+  write_out(
+      y, n, nt, [&](int64_t i) { return F::forward(load(x + i), load(w + i)); },
+      [&](int64_t i, int64_t len) {
+        return F::forward(load(Padded<S>(x + i, len).buf), load(Padded<float>(w + i, len).buf));
+      });
 }
 
 template <class F, class S>
 static void backward_weights_loop(const S* g, const S* x, S* dx, const float* w, float* acc,
-                                  int64_t n) {
-  int64_t i = 0;
-  for (; i + kLanes <= n; i += kLanes) {
-    const Vec vg = load(g + i), vx = load(x + i), vw = load(w + i);
-    store(dx + i, F::template backward<false>(vg, vx, vw));
-    if (acc) store(acc + i, load(acc + i) + F::weight_grad(vg, vx, vw));
-  }
-  if (i < n) {
-    Padded<S> pg(g + i, n - i), px(x + i, n - i);
-    Padded<float> pw(w + i, n - i), pa(acc ? acc + i : w + i, n - i);
-    const Vec vg = load(pg.buf), vx = load(px.buf), vw = load(pw.buf);
-    S out[kLanes];
-    store(out, F::template backward<false>(vg, vx, vw));
-    memcpy(dx + i, out, (n - i) * sizeof(S));
-    if (acc) {
-      float sum[kLanes];
-      store(sum, load(pa.buf) + F::weight_grad(vg, vx, vw));
-      memcpy(acc + i, sum, (n - i) * sizeof(float));
-    }
-  }
+                                  int64_t n, bool nt) {
+  write_out(
+      dx, n, nt,
+      [&](int64_t i) {
+        const Vec vg = load(g + i), vx = load(x + i), vw = load(w + i);
+        if (acc) store(acc + i, load(acc + i) + F::weight_grad(vg, vx, vw));
+        return F::template backward<false>(vg, vx, vw);
+      },
+      [&](int64_t i, int64_t len) {
+        const Vec vg = load(Padded<S>(g + i, len).buf), vx = load(Padded<S>(x + i, len).buf);
+        const Vec vw = load(Padded<float>(w + i, len).buf);
+        if (acc) store_first(acc + i, len, load(Padded<float>(acc + i, len).buf) + F::weight_grad(vg, vx, vw));
+        return F::template backward<false>(vg, vx, vw);
+      });
 }
 
 template <class Fn> static void visit_weighted_act(Act act, Fn&& fn) {
@@ -138,18 +144,19 @@ template <class Fn> static void visit_storage(Storage st, Fn&& fn) {
   }
 }
 
-static void forward(Act act, Storage st, const void* x, void* y, int64_t n, float p) {
+static void forward(Act act, Storage st, const void* x, void* y, int64_t n, float p, bool nt) {
   visit_act(act, [&](auto a) {
     using F = typename decltype(a)::type;
     visit_storage(st, [&](auto t) {
       using S = typename decltype(t)::type;
-      forward_loop<F>(static_cast<const S*>(x), static_cast<S*>(y), n, p);
+      forward_loop<F>(static_cast<const S*>(x), static_cast<S*>(y), n, p, nt);
     });
   });
+  if (nt) nt_fence();
 }
 
 static void backward(Act act, Storage st, const void* g, const void* s, void* dx, int64_t n,
-                     float p, bool saved_is_output) {
+                     float p, bool saved_is_output, bool nt) {
   visit_act(act, [&](auto a) {
     using F = typename decltype(a)::type;
     visit_storage(st, [&](auto t) {
@@ -158,22 +165,23 @@ static void backward(Act act, Storage st, const void* g, const void* s, void* dx
       auto sp = static_cast<const S*>(s);
       auto dp = static_cast<S*>(dx);
       if (saved_is_output)
-        backward_loop<F, true>(gp, sp, dp, n, p);
+        backward_loop<F, true>(gp, sp, dp, n, p, nt);
       else
-        backward_loop<F, false>(gp, sp, dp, n, p);
+        backward_loop<F, false>(gp, sp, dp, n, p, nt);
     });
   });
+  if (nt) nt_fence();
 }
 
 static double backward_weighted(Act act, Storage st, const void* g, const void* x, void* dx,
-                                int64_t n, float p, bool need_weight_grad) {
+                                int64_t n, float p, bool need_weight_grad, bool nt) {
   double result = 0.0;
   auto run = [&](auto a) {
     using F = typename decltype(a)::type;
     visit_storage(st, [&](auto t) {
       using S = typename decltype(t)::type;
       result = backward_weighted_loop<F>(static_cast<const S*>(g), static_cast<const S*>(x),
-                                         static_cast<S*>(dx), n, p, need_weight_grad);
+                                         static_cast<S*>(dx), n, p, need_weight_grad, nt);
     });
   };
   switch (act) {
@@ -183,11 +191,12 @@ static double backward_weighted(Act act, Storage st, const void* g, const void* 
 #undef FA_WEIGHTED_CASE
     default: break;  // the operator layer only sends weighted activations here
   }
+  if (nt) nt_fence();
   return result;
 }
 
 static void forward_weights(Act act, Storage st, const void* x, void* y, const float* w,
-                            int64_t period, int64_t phase, int64_t n) {
+                            int64_t period, int64_t phase, int64_t n, bool nt) {
   visit_weighted_act(act, [&](auto a) {
     using F = typename decltype(a)::type;
     visit_storage(st, [&](auto t) {
@@ -196,17 +205,18 @@ static void forward_weights(Act act, Storage st, const void* x, void* y, const f
       S* ys = static_cast<S*>(y);
       for (int64_t i = 0, ph = phase % period; i < n;) {
         const int64_t len = n - i < kWeightPiece ? n - i : kWeightPiece;
-        forward_weights_loop<F>(xs + i, ys + i, w + ph, len);
+        forward_weights_loop<F>(xs + i, ys + i, w + ph, len, nt);
         i += len;
         ph = (ph + len) % period;
       }
     });
   });
+  if (nt) nt_fence();
 }
 
 static void backward_weights(Act act, Storage st, const void* g, const void* x, void* dx,
                              const float* w, float* acc, int64_t period, int64_t phase,
-                             int64_t n) {
+                             int64_t n, bool nt) {
   visit_weighted_act(act, [&](auto a) {
     using F = typename decltype(a)::type;
     visit_storage(st, [&](auto t) {
@@ -216,12 +226,14 @@ static void backward_weights(Act act, Storage st, const void* g, const void* x, 
       S* ds = static_cast<S*>(dx);
       for (int64_t i = 0, ph = phase % period; i < n;) {
         const int64_t len = n - i < kWeightPiece ? n - i : kWeightPiece;
-        backward_weights_loop<F>(gs + i, xs + i, ds + i, w + ph, acc ? acc + ph : nullptr, len);
+        backward_weights_loop<F>(gs + i, xs + i, ds + i, w + ph, acc ? acc + ph : nullptr, len,
+                                 nt);
         i += len;
         ph = (ph + len) % period;
       }
     });
   });
+  if (nt) nt_fence();
 }
 
 }  // namespace FA_CPU_CAP
