@@ -454,7 +454,7 @@ def main(argv=None):
     paths = report.write_files(args.out, env, rows, mlp_rows, plot=args.plot)
     print("\nWritten:")
     for p in paths:
-        print(f"  {p}")
+        print(f"  {os.path.relpath(p)}")
     if failures:
         print("\nFAILED:\n  " + "\n  ".join(failures), file=sys.stderr)
         return 1
