@@ -38,7 +38,8 @@ FA_VINLINE void write_out(S* out, int64_t n, bool nt, const Full& full, const Pa
   if constexpr (sizeof(S) == sizeof(float)) {
     const uintptr_t addr = reinterpret_cast<uintptr_t>(out);
     if (nt && addr % sizeof(float) == 0) {
-      const int64_t to_aligned = int64_t((FA_VEC_BYTES - addr % FA_VEC_BYTES) % FA_VEC_BYTES / sizeof(float));
+      const int64_t to_aligned =
+          int64_t((FA_VEC_BYTES - addr % FA_VEC_BYTES) % FA_VEC_BYTES / sizeof(float));
       const int64_t head = to_aligned < n ? to_aligned : n;
       if (head > 0) store_first(out, head, part(0, head));
       for (i = head; i + kLanes <= n; i += kLanes) store_nt(out + i, full(i));
@@ -119,7 +120,9 @@ static void backward_weights_loop(const S* g, const S* x, S* dx, const float* w,
       [&](int64_t i, int64_t len) {
         const Vec vg = load(Padded<S>(g + i, len).buf), vx = load(Padded<S>(x + i, len).buf);
         const Vec vw = load(Padded<float>(w + i, len).buf);
-        if (acc) store_first(acc + i, len, load(Padded<float>(acc + i, len).buf) + F::weight_grad(vg, vx, vw));
+        if (acc)
+          store_first(acc + i, len,
+                      load(Padded<float>(acc + i, len).buf) + F::weight_grad(vg, vx, vw));
         return F::template backward<false>(vg, vx, vw);
       });
 }

@@ -8,6 +8,10 @@
 //     y = exp(x - block max) and the block sum; the blocks' (max, sum) merged online;
 //     a last pass rescales y in cache.  x is read from memory once, prefetched a block
 //     ahead while the exps are computed.
+//   * with nt (calls too large for the cache, see kernel_table.h), float rows that are
+//     all vector-aligned are written with non-temporal stores (y here, dx in the
+//     backward); "blocked" then keeps its exps in a scratch row and writes y from it in
+//     the last pass.
 //   * log_softmax and half / bfloat16 (no float y to keep exps in):
 //     n <= kCachedRow: "cached" -- max, sum of exp, output over a row in L1/L2;
 //     longer rows: "online" -- two passes over memory, the online (max, sum of exp)
@@ -58,7 +62,8 @@ FA_VINLINE void store_out(S* p, Vec v, bool nt) {
 // rows that all start vector-aligned (so no row has a partial last vector).
 template <class S>
 static bool nt_rows(bool nt, const S* y, int64_t n) {
-  return nt && sizeof(S) == sizeof(float) && reinterpret_cast<uintptr_t>(y) % FA_VEC_BYTES == 0 &&
+  return nt && sizeof(S) == sizeof(float) &&
+         reinterpret_cast<uintptr_t>(y) % FA_VEC_BYTES == 0 &&
          (n * int64_t(sizeof(S))) % FA_VEC_BYTES == 0;
 }
 
