@@ -4,6 +4,7 @@
     model = fused_act.convert(model)        # swap nn.ReLU, nn.SiLU, nn.Softmax, ... for fused ones
     y = fused_act.functional.silu(x)        # or call the functions directly
 """
+import operator
 from typing import Optional
 
 from . import autograd, functional
@@ -36,10 +37,21 @@ def nontemporal_threshold() -> int:
 
 def set_nontemporal_threshold(nbytes: Optional[int]) -> None:
     """Set the threshold of nontemporal_threshold(); None restores the default."""
-    if nbytes is not None and (isinstance(nbytes, bool) or not isinstance(nbytes, int) or nbytes < 0):
-        raise ValueError(f"fused_act.set_nontemporal_threshold: expected a number of bytes >= 0 "
-                         f"or None, got {nbytes!r}")
-    ops.set_nontemporal_threshold(-1 if nbytes is None else nbytes)
+    if nbytes is None:
+        ops.set_nontemporal_threshold(-1)
+        return
+    if isinstance(nbytes, bool):
+        raise TypeError("fused_act.set_nontemporal_threshold: expected an integer number of "
+                        "bytes or None, got a bool")
+    try:
+        value = operator.index(nbytes)
+    except TypeError:
+        raise TypeError(f"fused_act.set_nontemporal_threshold: expected an integer number of "
+                        f"bytes or None, got {type(nbytes).__name__}") from None
+    if not 0 <= value < 2**63:
+        raise ValueError(f"fused_act.set_nontemporal_threshold: the number of bytes must be in "
+                         f"[0, 2**63), got {value}")
+    ops.set_nontemporal_threshold(value)
 
 
 def backends() -> dict:

@@ -183,28 +183,34 @@ def test_cpu_capabilities_agree(act, setting, dtype, cpu_capability):
     torch.testing.assert_close(grads[0], grads_ref[0], rtol=rtol, atol=atol)
 
 
-# Shapes for non-temporal output stores: thread chunks that start off vector alignment
-# (a cached head, then non-temporal stores, then a tail); one aligned vector; a tail
-# only; PReLU weights repeating every 35 elements (pattern kernels) and every 4096
-# (one kernel call per run).
-NT_SHAPES = {"chunks": (1000, 67), "one_vector": (16,), "tail": (7,),
-             "short_runs": (8, 6, 5, 7), "long_runs": (2, 3, 64, 64)}
+# Shapes for non-temporal output stores: with two threads, the second thread's chunk
+# starts at element 33499, off every vector alignment (a cached head, then non-temporal
+# stores, then a tail); one aligned vector; a tail only; PReLU weights repeating every 35
+# elements (pattern kernels), every 101 (one kernel call per run, each run starting off
+# alignment) and every 4096 (aligned runs).
+NT_SHAPES = {"chunks": (7, 9571), "one_vector": (16,), "tail": (7,),
+             "short_runs": (8, 6, 5, 7), "unaligned_runs": (4, 3, 101),
+             "long_runs": (2, 3, 64, 64)}
 
 
 @pytest.mark.parametrize("shape", NT_SHAPES.values(), ids=NT_SHAPES.keys())
 @pytest.mark.parametrize("act,setting", CASES)
 def test_nontemporal_stores(act, setting, shape, cpu_capability):
     """Outputs written with non-temporal stores (forced by a threshold of 0) are the same
-    bits as with cached stores, and match torch."""
+    bits as with cached stores (weight gradients included), and match torch."""
     x = _input(shape, torch.float32, "cpu")
     grad = _input(shape, torch.float32, "cpu", 1.0)
-    assert 2 * x.nbytes < fused_act.nontemporal_threshold()  # the default: cached stores
-    y_cached, grads_cached = _run(act.fused, x, _kwargs(setting, x, requires_grad=True), grad)
-    fused_act.set_nontemporal_threshold(0)
+    assert 3 * x.nbytes < fused_act.nontemporal_threshold()  # the default: cached stores
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
     try:
+        y_cached, grads_cached = _run(act.fused, x, _kwargs(setting, x, requires_grad=True),
+                                      grad)
+        fused_act.set_nontemporal_threshold(0)
         y, grads = _run(act.fused, x, _kwargs(setting, x, requires_grad=True), grad)
     finally:
         fused_act.set_nontemporal_threshold(None)
+        torch.set_num_threads(threads)
     assert torch.equal(y, y_cached)
     assert all(torch.equal(a, b) for a, b in zip(grads, grads_cached))
     y_ref, grads_ref = _run(act.reference, x, _kwargs(setting, x, requires_grad=True), grad)

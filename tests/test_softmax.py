@@ -180,9 +180,18 @@ def test_nontemporal_threshold_setting():
     finally:
         fused_act.set_nontemporal_threshold(None)
     assert fused_act.nontemporal_threshold() == default
-    for bad in (-1, 1.5, True, "1"):
+    try:
+        fused_act.set_nontemporal_threshold(torch.tensor(7))  # anything with __index__
+        assert fused_act.nontemporal_threshold() == 7
+    finally:
+        fused_act.set_nontemporal_threshold(None)
+    for bad in (-1, 2**63):
         with pytest.raises(ValueError, match="set_nontemporal_threshold"):
             fused_act.set_nontemporal_threshold(bad)
+    for bad in (1.5, True, "1"):
+        with pytest.raises(TypeError, match="set_nontemporal_threshold"):
+            fused_act.set_nontemporal_threshold(bad)
+    assert fused_act.nontemporal_threshold() == default
 
 
 def test_many_rows_split_across_threads():

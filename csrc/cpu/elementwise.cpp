@@ -13,6 +13,9 @@
 #include <initializer_list>
 #include <string>
 #include <vector>
+#if defined(__x86_64__) || defined(_M_X64)
+#include <xmmintrin.h>
+#endif
 
 #include "../kernels.h"
 #include "kernel_table.h"
@@ -212,6 +215,12 @@ std::atomic<int64_t>& nontemporal_threshold_bytes() {
 bool nontemporal_output(int64_t traffic_bytes) {
   return traffic_bytes > nontemporal_threshold_bytes().load(std::memory_order_relaxed);
 }
+
+void nontemporal_fence() {
+#if defined(__x86_64__) || defined(_M_X64)
+  _mm_sfence();
+#endif
+}
 }  // namespace cpu
 
 int64_t nontemporal_threshold() { return cpu::nontemporal_threshold_bytes().load(); }
@@ -252,6 +261,7 @@ void CpuKernels::forward(Act act, const at::Tensor& x, const at::Tensor& y, doub
   const bool nt = nt_output(y, {&x}, 2 * x.nbytes());
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     k->forward(act, st, at_offset<const void>(x, b), at_offset<void>(y, b), e - b, float(p), nt);
+    if (nt) nontemporal_fence();
   });
 }
 
@@ -280,6 +290,7 @@ void CpuKernels::backward(Act act, const at::Tensor& g, const at::Tensor& s, con
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     k->backward(act, st, at_offset<const void>(g, b), at_offset<const void>(s, b),
                 at_offset<void>(dx, b), e - b, float(p), saved_is_output, nt);
+    if (nt) nontemporal_fence();
   });
 }
 
@@ -310,6 +321,7 @@ void CpuKernels::weighted_forward(Act act, const at::Tensor& x, const at::Tensor
     at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
       k->forward_weights(act, st, at_offset<const void>(x, b), at_offset<void>(y, b),
                          pat.w.data(), pat.period, b % pat.period, e - b, nt);
+      if (nt) nontemporal_fence();
     });
     return;
   }
@@ -318,6 +330,7 @@ void CpuKernels::weighted_forward(Act act, const at::Tensor& x, const at::Tensor
       k->forward(act, st, at_offset<const void>(x, rb), at_offset<void>(y, rb), re - rb,
                  float(wp[c]), nt);
     });
+    if (nt) nontemporal_fence();
   });
 }
 
@@ -359,6 +372,7 @@ void CpuKernels::weighted_backward(Act act, const at::Tensor& g, const at::Tenso
             pc[(j % pat.period) / inner] += acc[j];
         }
       }
+      if (nt) nontemporal_fence();
     });
     if (need_wgrad) write_weight_grad(part, channels, dw);
     return;
@@ -395,6 +409,7 @@ void CpuKernels::weighted_backward(Act act, const at::Tensor& g, const at::Tenso
           }
         });
       }
+      if (nt) nontemporal_fence();
     });
   });
 

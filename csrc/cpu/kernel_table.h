@@ -19,7 +19,8 @@ constexpr int64_t kWeightPiece = 1024;
 struct KernelTable {
   const char* name;
   // Every kernel that writes a float output takes `nt`: write it with non-temporal stores
-  // (see nontemporal_output; the output must not alias an input).
+  // (see nontemporal_output; the output must not alias an input).  The caller ends each
+  // thread's share of such calls with nontemporal_fence().
   // y[i] = forward(x[i], p)
   void (*forward)(Act act, Storage st, const void* x, void* y, int64_t n, float p, bool nt);
   // dx[i] = backward(g[i], s[i], p)
@@ -70,6 +71,11 @@ const KernelTable* streaming_kernels();
 // and a non-temporal store saves the read of each output line that a cached store makes
 // first: a third of the traffic of a one-in-one-out kernel.
 bool nontemporal_output(int64_t traffic_bytes);
+
+// Orders the non-temporal stores this thread made before its later stores (an sfence on
+// x86; nothing where the kernels make none): called once at the end of a thread's share
+// of work, before another thread may read the output.
+void nontemporal_fence();
 
 }  // namespace cpu
 }  // namespace fused_act

@@ -31,7 +31,7 @@ FA_VINLINE void store_first(S* p, int64_t len, Vec v) {
 // Writes out[0, n) a vector at a time: full(i) is the vector of elements [i, i + kLanes),
 // part(i, len) that of the len < kLanes elements from i (inputs read through padded
 // buffers).  With nt (float only), the stores from the first vector-aligned element on
-// are non-temporal; the kernel entry points below end such calls with nt_fence().
+// are non-temporal (the caller fences: nontemporal_fence in kernel_table.h).
 template <class S, class Full, class Part>
 FA_VINLINE void write_out(S* out, int64_t n, bool nt, const Full& full, const Part& part) {
   int64_t i = 0;
@@ -83,6 +83,9 @@ static inline double lane_sum(Vec v) {
 template <class F, class S>
 static double backward_weighted_loop(const S* g, const S* x, S* dx, int64_t n, float p,
                                      bool need_weight_grad, bool nt) {
+  // Non-temporal stores only from an aligned start: a peeled head would move every
+  // element to another lane of acc and change the rounding of the weight gradient.
+  nt = nt && reinterpret_cast<uintptr_t>(dx) % FA_VEC_BYTES == 0;
   const Vec vp(p);
   Vec acc(0.0f);
   auto term = [&](Vec vg, Vec vx) {
@@ -155,7 +158,6 @@ static void forward(Act act, Storage st, const void* x, void* y, int64_t n, floa
       forward_loop<F>(static_cast<const S*>(x), static_cast<S*>(y), n, p, nt);
     });
   });
-  if (nt) nt_fence();
 }
 
 static void backward(Act act, Storage st, const void* g, const void* s, void* dx, int64_t n,
@@ -173,7 +175,6 @@ static void backward(Act act, Storage st, const void* g, const void* s, void* dx
         backward_loop<F, false>(gp, sp, dp, n, p, nt);
     });
   });
-  if (nt) nt_fence();
 }
 
 static double backward_weighted(Act act, Storage st, const void* g, const void* x, void* dx,
@@ -194,7 +195,6 @@ static double backward_weighted(Act act, Storage st, const void* g, const void* 
 #undef FA_WEIGHTED_CASE
     default: break;  // the operator layer only sends weighted activations here
   }
-  if (nt) nt_fence();
   return result;
 }
 
@@ -214,7 +214,6 @@ static void forward_weights(Act act, Storage st, const void* x, void* y, const f
       }
     });
   });
-  if (nt) nt_fence();
 }
 
 static void backward_weights(Act act, Storage st, const void* g, const void* x, void* dx,
@@ -236,7 +235,6 @@ static void backward_weights(Act act, Storage st, const void* g, const void* x, 
       }
     });
   });
-  if (nt) nt_fence();
 }
 
 }  // namespace FA_CPU_CAP

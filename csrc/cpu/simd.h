@@ -274,8 +274,8 @@ FA_VINLINE Vec load(const float* p) {
 FA_VINLINE void store(float* p, Vec v) { memcpy(p, &v.v, sizeof(v.v)); }
 
 // A non-temporal store (p aligned to the vector size), for outputs too large to stay in
-// cache: the line goes to memory without being read first.  nt_fence() after a run of
-// them makes them visible to other threads in order.
+// cache: the line goes to memory without being read first.  Callers order a run of them
+// with nontemporal_fence() (kernel_table.h) before other threads may read the output.
 FA_VINLINE void store_nt(float* p, Vec v) {
 #if FA_VEC_BYTES == 64 && defined(FA_HAVE_AVX512)
   _mm512_stream_ps(p, (__m512)v.v);
@@ -285,11 +285,6 @@ FA_VINLINE void store_nt(float* p, Vec v) {
   _mm_stream_ps(p, (__m128)v.v);
 #else
   store(p, v);
-#endif
-}
-FA_VINLINE void nt_fence() {
-#if defined(__SSE__)
-  _mm_sfence();
 #endif
 }
 

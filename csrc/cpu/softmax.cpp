@@ -159,6 +159,7 @@ void CpuKernels::softmax_forward(const at::Tensor& x, const at::Tensor& y, int64
   const bool nt = cpu::nontemporal_output(2 * x.nbytes());
   at::parallel_for(0, rows, row_grain(n), [&](int64_t b, int64_t e) {
     k->softmax_forward(st, log, row_ptr<const void>(x, b, n), row_ptr<void>(y, b, n), e - b, n, nt);
+    if (nt) cpu::nontemporal_fence();
   });
 }
 
@@ -183,6 +184,7 @@ void CpuKernels::softmax_backward(const at::Tensor& g, const at::Tensor& y, cons
   at::parallel_for(0, rows, row_grain(n), [&](int64_t b, int64_t e) {
     k->softmax_backward(st, log, row_ptr<const void>(g, b, n), row_ptr<const void>(y, b, n),
                         row_ptr<void>(dx, b, n), e - b, n, nt);
+    if (nt) cpu::nontemporal_fence();
   });
 }
 

@@ -293,7 +293,6 @@ static void softmax_forward_rows(const S* x, S* y, int64_t rows, int64_t n, bool
         }
       }
   }
-  if (nt) nt_fence();
 }
 
 // Backward of kRows short rows (as softmax_forward_short): g and y read once.
@@ -381,7 +380,6 @@ static void softmax_backward_rows(const S* g, const S* y, S* dx, int64_t rows, i
       for (int64_t r = 0; r < rows; ++r)
         softmax_backward_row<kLog>(g + r * n, y + r * n, dx + r * n, n, nt);
   }
-  if (nt) nt_fence();
 }
 
 // Softmax along a dim that is not the last: n values at stride `inner`, for columns
