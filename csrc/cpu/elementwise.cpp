@@ -13,7 +13,7 @@
 #include <initializer_list>
 #include <string>
 #include <vector>
-#if defined(__x86_64__) || defined(_M_X64)
+#if defined(__SSE__) || defined(_M_X64)
 #include <xmmintrin.h>
 #endif
 
@@ -217,7 +217,7 @@ bool nontemporal_output(int64_t traffic_bytes) {
 }
 
 void nontemporal_fence() {
-#if defined(__x86_64__) || defined(_M_X64)
+#if defined(__SSE__) || defined(_M_X64)  // where simd.h's store_nt streams
   _mm_sfence();
 #endif
 }
