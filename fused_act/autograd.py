@@ -24,7 +24,7 @@ from ._ops import ops
 
 # Whether each elementwise operator's backward can read the output, given its scalar
 # parameter p: the same rule as Rule<A>::saves_output in csrc/autograd.cpp (the in-place
-# Functions below need it to know what to keep).
+# Functions below need it to know what to keep; a test checks that the two agree).
 SAVES_OUTPUT: Dict[str, Callable[[float], bool]] = {
     "relu": lambda p: True,
     "relu6": lambda p: True,

@@ -302,6 +302,23 @@ def test_backward_saves_the_least_and_keeps_grad_intact(act, setting):
     assert torch.equal(grad, grad_copy)   # the incoming gradient is not written to
 
 
+@pytest.mark.parametrize("op", sorted(fused_act.autograd.SAVES_OUTPUT))
+def test_python_saving_rule_matches_the_cpp_one(op):
+    """The in-place Functions' rule (fused_act.autograd.SAVES_OUTPUT) is a copy of
+    Rule<A>::saves_output in csrc/autograd.cpp: both must pick the same tensor."""
+    rule = fused_act.autograd.SAVES_OUTPUT[op]
+    for p in (-0.5, 0.0, 0.01, 1.0, 2.0):
+        x = torch.randn(16, requires_grad=True)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t,
+                                                      lambda t: t):
+            y = getattr(torch.ops.fused_act, op)(x, p)
+        assert len(saved) == 1
+        saves_output = saved[0].data_ptr() == y.data_ptr()
+        assert saves_output != (saved[0].data_ptr() == x.data_ptr())
+        assert saves_output == rule(p), (op, p)
+
+
 @pytest.mark.parametrize("act", ACTIVATIONS, ids=lambda a: a.name)
 def test_module_is_a_drop_in(act):
     kwargs = act.module_kwargs
