@@ -29,7 +29,7 @@ def set_cpu_capability(name: str) -> None:
 
 def nontemporal_threshold() -> int:
     """Bytes of traffic (read and written by one call) above which the CPU kernels write
-    float outputs with non-temporal stores, which skip reading each output line first.
+    outputs with non-temporal stores, which skip reading each output line first.
     The default is 3/4 of the CPU's last-level cache: above it the output would leave the
     cache before it is read again."""
     return ops.nontemporal_threshold()

@@ -152,11 +152,11 @@ def test_cpu_capabilities(capability, dtype, log, restore_capability):
 
 @pytest.mark.parametrize("capability", CAPS)
 @pytest.mark.parametrize("log", LOG)
-@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_nontemporal_stores(capability, dtype, log, restore_capability, nontemporal_everywhere):
-    # Rows of a multiple of the vector length take non-temporal stores (float32; other
-    # dtypes and other lengths ignore the request): registers (16, 64); blocked / cached
-    # with a scratch row (1024, 8192: four blocks); unaligned rows, cached stores (33, 1025).
+    # Rows of a multiple of the vector length take non-temporal stores (other lengths
+    # ignore the request): registers (16, 64); float32 blocked with a scratch row / cached
+    # (1024, 8192: four blocks / online); unaligned rows, cached stores (33, 1025).
     fused_act.set_cpu_capability(capability)
     for n in (16, 64, 1024, 8192, 33, 1025):
         x = (torch.randn(48, n) * 4).to(dtype)  # 48 rows: split across threads

@@ -18,7 +18,7 @@ constexpr int64_t kWeightPiece = 1024;
 
 struct KernelTable {
   const char* name;
-  // Every kernel that writes a float output takes `nt`: write it with non-temporal stores
+  // Every kernel that writes an output takes `nt`: write it with non-temporal stores
   // (see nontemporal_output; the output must not alias an input).  The caller ends each
   // thread's share of such calls with nontemporal_fence().
   // y[i] = forward(x[i], p)
@@ -42,7 +42,7 @@ struct KernelTable {
                            int64_t n, bool nt);
   // Softmax (log = false) or log-softmax over `rows` contiguous rows of n elements each
   // (../softmax.h): y = softmax(x) per row, and dx from the gradient g and the output y.
-  // There, `nt` applies to float rows that all start vector-aligned.
+  // There, `nt` applies to rows of whole vectors that all start vector-aligned.
   void (*softmax_forward)(Storage st, bool log, const void* x, void* y, int64_t rows,
                           int64_t n, bool nt);
   void (*softmax_backward)(Storage st, bool log, const void* g, const void* y, void* dx,

@@ -30,20 +30,18 @@ FA_VINLINE void store_first(S* p, int64_t len, Vec v) {
 
 // Writes out[0, n) a vector at a time: full(i) is the vector of elements [i, i + kLanes),
 // part(i, len) that of the len < kLanes elements from i (inputs read through padded
-// buffers).  With nt (float only), the stores from the first vector-aligned element on
+// buffers).  With nt, the stores from the first element aligned to a whole vector of S on
 // are non-temporal (the caller fences: nontemporal_fence in kernel_table.h).
 template <class S, class Full, class Part>
 FA_VINLINE void write_out(S* out, int64_t n, bool nt, const Full& full, const Part& part) {
+  constexpr uintptr_t kVecBytes = kLanes * sizeof(S);
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(out);
   int64_t i = 0;
-  if constexpr (sizeof(S) == sizeof(float)) {
-    const uintptr_t addr = reinterpret_cast<uintptr_t>(out);
-    if (nt && addr % sizeof(float) == 0) {
-      const int64_t to_aligned =
-          int64_t((FA_VEC_BYTES - addr % FA_VEC_BYTES) % FA_VEC_BYTES / sizeof(float));
-      const int64_t head = to_aligned < n ? to_aligned : n;
-      if (head > 0) store_first(out, head, part(0, head));
-      for (i = head; i + kLanes <= n; i += kLanes) store_nt(out + i, full(i));
-    }
+  if (nt && addr % sizeof(S) == 0) {
+    const int64_t to_aligned = int64_t((kVecBytes - addr % kVecBytes) % kVecBytes / sizeof(S));
+    const int64_t head = to_aligned < n ? to_aligned : n;
+    if (head > 0) store_first(out, head, part(0, head));
+    for (i = head; i + kLanes <= n; i += kLanes) store_nt(out + i, full(i));
   }
   for (; i + kLanes <= n; i += kLanes) store(out + i, full(i));
   if (i < n) store_first(out + i, n - i, part(i, n - i));
@@ -85,7 +83,7 @@ static double backward_weighted_loop(const S* g, const S* x, S* dx, int64_t n, f
                                      bool need_weight_grad, bool nt) {
   // Non-temporal stores only from an aligned start: a peeled head would move every
   // element to another lane of acc and change the rounding of the weight gradient.
-  nt = nt && reinterpret_cast<uintptr_t>(dx) % FA_VEC_BYTES == 0;
+  nt = nt && reinterpret_cast<uintptr_t>(dx) % (kLanes * sizeof(S)) == 0;
   const Vec vp(p);
   Vec acc(0.0f);
   auto term = [&](Vec vg, Vec vx) {

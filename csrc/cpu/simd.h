@@ -293,28 +293,37 @@ FA_VINLINE Vec load(const bf16_t* p) {
   memcpy(&h, p, sizeof(h));
   return (vf)(__builtin_convertvector(h, vu) << 16);
 }
-FA_VINLINE void store(bf16_t* p, Vec v) {
-  // Round to nearest even; NaN stays a (quiet) NaN.
+// The bfloat16 bits of v: round to nearest even; NaN stays a (quiet) NaN.
+FA_VINLINE vh bf16_bits(Vec v) {
   vu u = (vu)v.v;
   vu r = (u + (0x7FFFu + ((u >> 16) & 1u))) >> 16;
   r = (v.v != v.v) ? splatu(0x7FC0u) : r;
-  vh h = __builtin_convertvector(r, vh);
+  return __builtin_convertvector(r, vh);
+}
+FA_VINLINE void store(bf16_t* p, Vec v) {
+  const vh h = bf16_bits(v);
   memcpy(p, &h, sizeof(h));
 }
 
 #if defined(FA_HAVE_F16C)
+// One conversion instruction per vector, in registers.
 FA_VINLINE Vec load(const half_t* p) {
-  float f[kLanes];
-  for (int k = 0; k < kLanes; k += 8)
-    _mm256_storeu_ps(f + k, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i*)(p + k))));
-  return load(f);
+#if FA_VEC_BYTES == 64
+  // The zero-masked forms: the plain ones start from an undefined register, which GCC
+  // reports as maybe uninitialized.
+  return (vf)_mm512_maskz_cvtph_ps(0xFFFF, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#else
+  static_assert(FA_VEC_BYTES == 32, "F16C vectors are 256 or 512 bits");
+  return (vf)_mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#endif
 }
-FA_VINLINE void store(half_t* p, Vec v) {
-  float f[kLanes];
-  store(f, v);
-  for (int k = 0; k < kLanes; k += 8)
-    _mm_storeu_si128((__m128i*)(p + k),
-                     _mm256_cvtps_ph(_mm256_loadu_ps(f + k), _MM_FROUND_TO_NEAREST_INT));
+// The IEEE half bits of v (round to nearest even).
+FA_VINLINE vh half_bits(Vec v) {
+#if FA_VEC_BYTES == 64
+  return (vh)_mm512_maskz_cvtps_ph(0xFFFF, (__m512)v.v, _MM_FROUND_TO_NEAREST_INT);
+#else
+  return (vh)_mm256_cvtps_ph((__m256)v.v, _MM_FROUND_TO_NEAREST_INT);
+#endif
 }
 #else
 // IEEE half <-> float with integer operations only (the classic branch-free method).
@@ -329,7 +338,7 @@ FA_VINLINE Vec load(const half_t* p) {
   vu bits = (two_w < splatu(1u << 27)) ? (vu)denormalized : (vu)normalized;
   return (vf)(sign | bits);
 }
-FA_VINLINE void store(half_t* p, Vec v) {
+FA_VINLINE vh half_bits(Vec v) {
   vu w = (vu)v.v;
   vu shl1_w = w + w;
   vu sign = w & 0x80000000u;
@@ -340,10 +349,30 @@ FA_VINLINE void store(half_t* p, Vec v) {
   vu bits = (vu)base;
   vu nonsign = ((bits >> 13) & 0x00007C00u) + (bits & 0x00000FFFu);
   vu r = (sign >> 16) | ((shl1_w > splatu(0xFF000000u)) ? splatu(0x7E00u) : nonsign);
-  vh h = __builtin_convertvector(r, vh);
-  memcpy(p, &h, sizeof(h));
+  return __builtin_convertvector(r, vh);
 }
 #endif
+FA_VINLINE void store(half_t* p, Vec v) {
+  const vh h = half_bits(v);
+  memcpy(p, &h, sizeof(h));
+}
+
+// Non-temporal stores of the 16-bit forms (p aligned to their size, FA_VEC_BYTES / 2).
+FA_VINLINE void stream_bits(void* p, vh h) {
+#if FA_VEC_BYTES == 64 && defined(FA_HAVE_AVX512)
+  _mm256_stream_si256(static_cast<__m256i*>(p), (__m256i)h);
+#elif FA_VEC_BYTES == 32 && defined(FA_HAVE_AVX2)
+  _mm_stream_si128(static_cast<__m128i*>(p), (__m128i)h);
+#elif FA_VEC_BYTES == 16 && defined(__SSE2__) && defined(__x86_64__)
+  long long bits;
+  memcpy(&bits, &h, sizeof(bits));
+  _mm_stream_si64(static_cast<long long*>(p), bits);
+#else
+  memcpy(p, &h, sizeof(h));
+#endif
+}
+FA_VINLINE void store_nt(bf16_t* p, Vec v) { stream_bits(p, bf16_bits(v)); }
+FA_VINLINE void store_nt(half_t* p, Vec v) { stream_bits(p, half_bits(v)); }
 
 }  // namespace FA_CPU_CAP
 }  // namespace cpu

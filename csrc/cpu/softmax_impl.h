@@ -8,8 +8,8 @@
 //     y = exp(x - block max) and the block sum; the blocks' (max, sum) merged online;
 //     a last pass rescales y in cache.  x is read from memory once, prefetched a block
 //     ahead while the exps are computed.
-//   * with nt (calls too large for the cache, see kernel_table.h), float rows that are
-//     all vector-aligned are written with non-temporal stores (y here, dx in the
+//   * with nt (calls too large for the cache, see kernel_table.h), rows of whole vectors
+//     that all start vector-aligned are written with non-temporal stores (y here, dx in the
 //     backward); "blocked" then keeps its exps in a scratch row and writes y from it in
 //     the last pass.
 //   * log_softmax and half / bfloat16 (no float y to keep exps in):
@@ -49,22 +49,18 @@ static inline void store_partial(S* p, int64_t n, Vec v) {
   memcpy(p, buf, n * sizeof(S));
 }
 
-// An output store: non-temporal when nt (float only, p then vector-aligned).
+// An output store: non-temporal when nt (p then aligned to a whole vector of S).
 template <class S>
 FA_VINLINE void store_out(S* p, Vec v, bool nt) {
-  if constexpr (sizeof(S) == sizeof(float)) {
-    if (nt) return store_nt(p, v);
-  }
+  if (nt) return store_nt(p, v);
   store(p, v);
 }
 
-// Whether the non-temporal stores asked for can be used on rows of n elements at y: float
-// rows that all start vector-aligned (so no row has a partial last vector).
+// Whether the non-temporal stores asked for can be used on rows of n elements at y: rows
+// of whole vectors that all start aligned to one.
 template <class S>
 static bool nt_rows(bool nt, const S* y, int64_t n) {
-  return nt && sizeof(S) == sizeof(float) &&
-         reinterpret_cast<uintptr_t>(y) % FA_VEC_BYTES == 0 &&
-         (n * int64_t(sizeof(S))) % FA_VEC_BYTES == 0;
+  return nt && reinterpret_cast<uintptr_t>(y) % (kLanes * sizeof(S)) == 0 && n % kLanes == 0;
 }
 
 constexpr int kRegVecs = 4;               // rows of up to this many vectors stay in registers
