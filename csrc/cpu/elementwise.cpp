@@ -150,10 +150,12 @@ template <class Fn> void visit_weighted(Act act, Fn&& fn) {
 // Backward kernels that do a few operations per element (two streams in, one out) are
 // bound by memory bandwidth; on AVX-512 CPUs they run with 256-bit vectors, which
 // measured about 7% faster than 512-bit ones for such loops on AMD Zen 4 (wider vectors
-// do not help a streaming loop).  That is every backward of the piecewise-linear
-// activations, of the others the `light` ones (from the output), and the softmax
-// backward (softmax.cpp).
-bool streaming(Act act, bool light) {
+// do not help a streaming loop).  That is every float32 backward of the piecewise-linear
+// activations, of the others the `light` ones (from the output), and the float32
+// softmax backward (softmax.cpp).  float16 / bfloat16 are not: their conversions make
+// the loop compute-bound, and 512-bit vectors measured 1.3-1.6x faster there.
+bool streaming(Act act, bool light, at::ScalarType dtype) {
+  if (dtype != at::kFloat) return false;
   switch (act) {
     case Act::relu:
     case Act::relu6:
@@ -284,7 +286,7 @@ void CpuKernels::backward(Act act, const at::Tensor& g, const at::Tensor& s, con
     return;
   }
   const KernelTable* k =
-      streaming(act, saved_is_output) ? streaming_table() : active_table().load();
+      streaming(act, saved_is_output, g.scalar_type()) ? streaming_table() : active_table().load();
   const Storage st = storage_of(g.scalar_type());
   const bool nt = nt_output(dx, {&g, &s}, 3 * g.nbytes());
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
