@@ -1,8 +1,8 @@
 // The CPU SIMD kernels: one loop per kind of kernel, applied to every activation of
 // activations.h.  Included once per instruction set by capability_*.cpp, which define
 // FA_CPU_CAP, FA_VEC_BYTES and the matching compiler target.  Float, half and bfloat16
-// are computed in float vectors; a tail shorter than one vector goes through a padded
-// buffer, so every element takes the same code path and gives the same bits.
+// are computed in float vectors; a tail shorter than one vector is loaded zero-padded
+// (load_partial), so every element takes the same code path and gives the same bits.
 #pragma once
 #include "kernel_table.h"
 #include "simd.h"
@@ -11,27 +11,10 @@ namespace fused_act {
 namespace cpu {
 namespace FA_CPU_CAP {
 
-template <class S>
-struct Padded {
-  S buf[kLanes];
-  Padded(const S* src, int64_t n) {
-    memset(buf, 0, sizeof(buf));
-    memcpy(buf, src, n * sizeof(S));
-  }
-};
-
-// The first len < kLanes lanes of v to p.
-template <class S>
-FA_VINLINE void store_first(S* p, int64_t len, Vec v) {
-  S out[kLanes];
-  store(out, v);
-  memcpy(p, out, len * sizeof(S));
-}
-
 // Writes out[0, n) a vector at a time: full(i) is the vector of elements [i, i + kLanes),
-// part(i, len) that of the len < kLanes elements from i (inputs read through padded
-// buffers).  With nt, the stores from the first element aligned to a whole vector of S on
-// are non-temporal (the caller fences: nontemporal_fence in kernel_table.h).
+// part(i, len) that of the len < kLanes elements from i (inputs read with load_partial).
+// With nt, the stores from the first element aligned to a whole vector of S on are
+// non-temporal (the caller fences: nontemporal_fence in kernel_table.h).
 template <class S, class Full, class Part>
 FA_VINLINE void write_out(S* out, int64_t n, bool nt, const Full& full, const Part& part) {
   constexpr uintptr_t kVecBytes = kLanes * sizeof(S);
@@ -40,11 +23,11 @@ FA_VINLINE void write_out(S* out, int64_t n, bool nt, const Full& full, const Pa
   if (nt && addr % sizeof(S) == 0) {
     const int64_t to_aligned = int64_t((kVecBytes - addr % kVecBytes) % kVecBytes / sizeof(S));
     const int64_t head = to_aligned < n ? to_aligned : n;
-    if (head > 0) store_first(out, head, part(0, head));
+    if (head > 0) store_partial(out, head, part(0, head));
     for (i = head; i + kLanes <= n; i += kLanes) store_nt(out + i, full(i));
   }
   for (; i + kLanes <= n; i += kLanes) store(out + i, full(i));
-  if (i < n) store_first(out + i, n - i, part(i, n - i));
+  if (i < n) store_partial(out + i, n - i, part(i, n - i));
 }
 
 template <class F, class S>
@@ -52,7 +35,7 @@ static void forward_loop(const S* x, S* y, int64_t n, float p, bool nt) {
   const Vec vp(p);
   write_out(
       y, n, nt, [&](int64_t i) { return F::forward(load(x + i), vp); },
-      [&](int64_t i, int64_t len) { return F::forward(load(Padded<S>(x + i, len).buf), vp); });
+      [&](int64_t i, int64_t len) { return F::forward(load_partial(x + i, len, 0.0f), vp); });
 }
 
 template <class F, bool kFromOutput, class S>
@@ -62,8 +45,8 @@ static void backward_loop(const S* g, const S* s, S* dx, int64_t n, float p, boo
       dx, n, nt,
       [&](int64_t i) { return F::template backward<kFromOutput>(load(g + i), load(s + i), vp); },
       [&](int64_t i, int64_t len) {
-        return F::template backward<kFromOutput>(load(Padded<S>(g + i, len).buf),
-                                                 load(Padded<S>(s + i, len).buf), vp);
+        return F::template backward<kFromOutput>(load_partial(g + i, len, 0.0f),
+                                                 load_partial(s + i, len, 0.0f), vp);
       });
 }
 
@@ -93,7 +76,7 @@ static double backward_weighted_loop(const S* g, const S* x, S* dx, int64_t n, f
   write_out(
       dx, n, nt, [&](int64_t i) { return term(load(g + i), load(x + i)); },
       [&](int64_t i, int64_t len) {
-        return term(load(Padded<S>(g + i, len).buf), load(Padded<S>(x + i, len).buf));
+        return term(load_partial(g + i, len, 0.0f), load_partial(x + i, len, 0.0f));
       });
   return need_weight_grad ? lane_sum(acc) : 0.0;
 }
@@ -104,7 +87,7 @@ static void forward_weights_loop(const S* x, S* y, const float* w, int64_t n, bo
   write_out(
       y, n, nt, [&](int64_t i) { return F::forward(load(x + i), load(w + i)); },
       [&](int64_t i, int64_t len) {
-        return F::forward(load(Padded<S>(x + i, len).buf), load(Padded<float>(w + i, len).buf));
+        return F::forward(load_partial(x + i, len, 0.0f), load_partial(w + i, len, 0.0f));
       });
 }
 
@@ -119,11 +102,11 @@ static void backward_weights_loop(const S* g, const S* x, S* dx, const float* w,
         return F::template backward<false>(vg, vx, vw);
       },
       [&](int64_t i, int64_t len) {
-        const Vec vg = load(Padded<S>(g + i, len).buf), vx = load(Padded<S>(x + i, len).buf);
-        const Vec vw = load(Padded<float>(w + i, len).buf);
+        const Vec vg = load_partial(g + i, len, 0.0f), vx = load_partial(x + i, len, 0.0f);
+        const Vec vw = load_partial(w + i, len, 0.0f);
         if (acc)
-          store_first(acc + i, len,
-                      load(Padded<float>(acc + i, len).buf) + F::weight_grad(vg, vx, vw));
+          store_partial(acc + i, len,
+                      load_partial(acc + i, len, 0.0f) + F::weight_grad(vg, vx, vw));
         return F::template backward<false>(vg, vx, vw);
       });
 }
@@ -178,21 +161,14 @@ static void backward(Act act, Storage st, const void* g, const void* s, void* dx
 static double backward_weighted(Act act, Storage st, const void* g, const void* x, void* dx,
                                 int64_t n, float p, bool need_weight_grad, bool nt) {
   double result = 0.0;
-  auto run = [&](auto a) {
+  visit_weighted_act(act, [&](auto a) {
     using F = typename decltype(a)::type;
     visit_storage(st, [&](auto t) {
       using S = typename decltype(t)::type;
       result = backward_weighted_loop<F>(static_cast<const S*>(g), static_cast<const S*>(x),
                                          static_cast<S*>(dx), n, p, need_weight_grad, nt);
     });
-  };
-  switch (act) {
-#define FA_WEIGHTED_CASE(name, F, op) \
-  case Act::name: run(ActTag<F>{}); break;
-    FA_FOR_EACH_WEIGHTED(FA_WEIGHTED_CASE)
-#undef FA_WEIGHTED_CASE
-    default: break;  // the operator layer only sends weighted activations here
-  }
+  });
   return result;
 }
 

@@ -374,6 +374,23 @@ FA_VINLINE void stream_bits(void* p, vh h) {
 FA_VINLINE void store_nt(bf16_t* p, Vec v) { stream_bits(p, bf16_bits(v)); }
 FA_VINLINE void store_nt(half_t* p, Vec v) { stream_bits(p, half_bits(v)); }
 
+// Loads the n < kLanes elements at p; the other lanes get `fill`.
+template <class S>
+FA_VINLINE Vec load_partial(const S* p, int64_t n, float fill) {
+  S buf[kLanes];
+  memset(buf, 0, sizeof(buf));
+  memcpy(buf, p, n * sizeof(S));
+  return fa_select(lane_index() < Vec(float(n)), load(buf), Vec(fill));
+}
+
+// Stores the first n < kLanes lanes of v at p.
+template <class S>
+FA_VINLINE void store_partial(S* p, int64_t n, Vec v) {
+  S buf[kLanes];
+  store(buf, v);
+  memcpy(p, buf, n * sizeof(S));
+}
+
 }  // namespace FA_CPU_CAP
 }  // namespace cpu
 }  // namespace fused_act

@@ -33,22 +33,6 @@ namespace fused_act {
 namespace cpu {
 namespace FA_CPU_CAP {
 
-// Loads the n < kLanes elements at p; the other lanes get `fill`.
-template <class S>
-static inline Vec load_partial(const S* p, int64_t n, float fill) {
-  S buf[kLanes];
-  memset(buf, 0, sizeof(buf));
-  memcpy(buf, p, n * sizeof(S));
-  return fa_select(lane_index() < Vec(float(n)), load(buf), Vec(fill));
-}
-
-template <class S>
-static inline void store_partial(S* p, int64_t n, Vec v) {
-  S buf[kLanes];
-  store(buf, v);
-  memcpy(p, buf, n * sizeof(S));
-}
-
 // An output store: non-temporal when nt (p then aligned to a whole vector of S).
 template <class S>
 FA_VINLINE void store_out(S* p, Vec v, bool nt) {
@@ -124,6 +108,18 @@ static void softmax_forward_short_rows(const S* x, S* y, int64_t rows, int64_t n
   for (; r < rows; ++r) softmax_forward_short<kVecs, 1, kLog>(x + r * n, y + r * n, n, nt);
 }
 
+// The output pass of a row whose normalization c is known: y = softmax_output(x).
+template <bool kLog, class S>
+static void softmax_output_row(const S* x, S* y, int64_t n, const SoftmaxNorm<float>& c,
+                               bool nt) {
+  const Vec shift(c.shift), scale(c.scale);
+  int64_t i = 0;
+  for (; i + kLanes <= n; i += kLanes)
+    store_out(y + i, softmax_output<kLog>(load(x + i), shift, scale), nt);
+  if (i < n)
+    store_partial(y + i, n - i, softmax_output<kLog>(load_partial(x + i, n - i, 0.0f), shift, scale));
+}
+
 // The maximum of n elements (two accumulators; a partial last vector padded with -inf).
 template <class S>
 static float max_of_row(const S* x, int64_t n) {
@@ -153,12 +149,7 @@ static void softmax_forward_cached(const S* x, S* y, int64_t n, bool nt) {
   for (; i + kLanes <= n; i += kLanes) s0 = s0 + softmax_exp_term(load(x + i), vmax);
   if (i < n) s0 = s0 + softmax_exp_term(load_partial(x + i, n - i, -INFINITY), vmax);
   const SoftmaxNorm<float> c = softmax_norm<kLog>(max, hsum(s0 + s1));
-  const Vec shift(c.shift), scale(c.scale);
-  i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    store_out(y + i, softmax_output<kLog>(load(x + i), shift, scale), nt);
-  if (i < n)
-    store_partial(y + i, n - i, softmax_output<kLog>(load_partial(x + i, n - i, 0.0f), shift, scale));
+  softmax_output_row<kLog>(x, y, n, c, nt);
 }
 
 // Float softmax of a row longer than the register path, in blocks of up to kBlockElems
@@ -252,12 +243,7 @@ static void softmax_forward_online(const S* x, S* y, int64_t n, bool nt) {
   const float row_max = hmax(m);
   const float row_sum = hsum(s * fa_exp_nonpositive(m - Vec(row_max)));
   const SoftmaxNorm<float> c = softmax_norm<kLog>(row_max, row_sum);
-  const Vec shift(c.shift), scale(c.scale);
-  i = 0;
-  for (; i + kLanes <= n; i += kLanes)
-    store_out(y + i, softmax_output<kLog>(load(x + i), shift, scale), nt);
-  if (i < n)
-    store_partial(y + i, n - i, softmax_output<kLog>(load_partial(x + i, n - i, 0.0f), shift, scale));
+  softmax_output_row<kLog>(x, y, n, c, nt);
 }
 
 // Forward of `rows` rows of n elements, by row length; nt asks for non-temporal stores of
