@@ -144,19 +144,26 @@ __device__ __forceinline__ void warp_store(scalar_t* row, int n, int lane, bool 
   }
 }
 
-// Rows past the end are computed on padding and not stored, so that every lane of a
-// warp takes part in the shuffles.
+// Calls fn(lane, len, off) for each row of this thread's warp slice, grid-stride over
+// groups of L::kRowsPerBlock rows: the row starts at element off and has len elements.
+// Rows past the end are computed on padding (len 0, the offset of row 0) and not stored,
+// so that every lane of a warp takes part in the shuffles.
+template <class L, class Fn>
+__device__ __forceinline__ void for_each_warp_row(int64_t rows, int n, Fn&& fn) {
+  const int lane = threadIdx.x % L::kWidth;
+  for (int64_t first = int64_t(blockIdx.x) * L::kRowsPerBlock; first < rows;
+       first += int64_t(gridDim.x) * L::kRowsPerBlock) {
+    const int64_t row = first + threadIdx.x / L::kWidth;
+    fn(lane, row < rows ? n : 0, (row < rows ? row : 0) * int64_t(n));
+  }
+}
+
 template <bool kLog, int kLog2Cols, class scalar_t>
 __global__ void __launch_bounds__(kWarpBlockThreads)
     warp_forward(const scalar_t* x, scalar_t* y, int64_t rows, int n, bool vec_ok) {
   using L = WarpLayout<scalar_t, kLog2Cols>;
   using T = at::opmath_type<scalar_t>;
-  const int lane = threadIdx.x % L::kWidth;
-  for (int64_t first = int64_t(blockIdx.x) * L::kRowsPerBlock; first < rows;
-       first += int64_t(gridDim.x) * L::kRowsPerBlock) {
-    const int64_t row = first + threadIdx.x / L::kWidth;
-    const int len = row < rows ? n : 0;
-    const int64_t off = (row < rows ? row : 0) * int64_t(n);
+  for_each_warp_row<L>(rows, n, [&](int lane, int len, int64_t off) {
     T v[L::kPerThread];
     warp_load<L>(x + off, len, lane, vec_ok, T(-INFINITY), v);
     T m = softmax_lowest<T>();
@@ -171,7 +178,7 @@ __global__ void __launch_bounds__(kWarpBlockThreads)
 #pragma unroll
     for (int k = 0; k < L::kPerThread; ++k) v[k] = softmax_output<kLog>(v[k], c.shift, c.scale);
     warp_store<L>(y + off, len, lane, vec_ok, v);
-  }
+  });
 }
 
 template <bool kLog, int kLog2Cols, class scalar_t>
@@ -180,12 +187,7 @@ __global__ void __launch_bounds__(kWarpBlockThreads)
                   bool vec_ok) {
   using L = WarpLayout<scalar_t, kLog2Cols>;
   using T = at::opmath_type<scalar_t>;
-  const int lane = threadIdx.x % L::kWidth;
-  for (int64_t first = int64_t(blockIdx.x) * L::kRowsPerBlock; first < rows;
-       first += int64_t(gridDim.x) * L::kRowsPerBlock) {
-    const int64_t row = first + threadIdx.x / L::kWidth;
-    const int len = row < rows ? n : 0;
-    const int64_t off = (row < rows ? row : 0) * int64_t(n);
+  for_each_warp_row<L>(rows, n, [&](int lane, int len, int64_t off) {
     T gv[L::kPerThread], yv[L::kPerThread];
     warp_load<L>(g + off, len, lane, vec_ok, T(0), gv);
     warp_load<L>(y + off, len, lane, vec_ok, T(0), yv);
@@ -197,7 +199,7 @@ __global__ void __launch_bounds__(kWarpBlockThreads)
     for (int k = 0; k < L::kPerThread; ++k)
       gv[k] = softmax_backward_output<kLog>(gv[k], yv[k], sum);
     warp_store<L>(dx + off, len, lane, vec_ok, gv);
-  }
+  });
 }
 
 // ---- tier 2/3: a block per row ---------------------------------------------------
