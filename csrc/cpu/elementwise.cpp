@@ -150,12 +150,10 @@ template <class Fn> void visit_weighted(Act act, Fn&& fn) {
 // Backward kernels that do a few operations per element (two streams in, one out) are
 // bound by memory bandwidth; on AVX-512 CPUs they run with 256-bit vectors, which
 // measured about 7% faster than 512-bit ones for such loops on AMD Zen 4 (wider vectors
-// do not help a streaming loop).  That is every float32 backward of the piecewise-linear
-// activations, of the others the `light` ones (from the output), and the float32
-// softmax backward (softmax.cpp).  float16 / bfloat16 are not: their conversions make
-// the loop compute-bound, and 512-bit vectors measured 1.3-1.6x faster there.
-bool streaming(Act act, bool light, at::ScalarType dtype) {
-  if (dtype != at::kFloat) return false;
+// do not help a streaming loop).  That is every backward of the piecewise-linear
+// activations, of the others the `light` ones (from the output), and the softmax
+// backward (softmax.cpp).
+bool streaming(Act act, bool light) {
   switch (act) {
     case Act::relu:
     case Act::relu6:
@@ -167,10 +165,12 @@ bool streaming(Act act, bool light, at::ScalarType dtype) {
   }
 }
 
-const KernelTable* streaming_table() {
+// float16 / bfloat16 keep the full width: their conversions make such loops
+// compute-bound, and 512-bit vectors measured 1.3-1.6x faster there.
+const KernelTable* streaming_table(Storage st) {
   const KernelTable* k = active_table().load();
 #if defined(__x86_64__) || defined(_M_X64)
-  if (k == &kernels_avx512) return &kernels_avx2;
+  if (k == &kernels_avx512 && st == Storage::f32) return &kernels_avx2;
 #endif
   return k;
 }
@@ -186,7 +186,7 @@ void set_cpu_capability(const std::string& name) {
 
 namespace cpu {
 const KernelTable* active_kernels() { return active_table().load(); }
-const KernelTable* streaming_kernels() { return streaming_table(); }
+const KernelTable* streaming_kernels(Storage st) { return streaming_table(st); }
 
 namespace {
 // The size of the largest CPU cache (Linux sysfs: "32768K"), or 32 MiB where unknown.
@@ -285,9 +285,9 @@ void CpuKernels::backward(Act act, const at::Tensor& g, const at::Tensor& s, con
     });
     return;
   }
-  const KernelTable* k =
-      streaming(act, saved_is_output, g.scalar_type()) ? streaming_table() : active_table().load();
   const Storage st = storage_of(g.scalar_type());
+  const KernelTable* k =
+      streaming(act, saved_is_output) ? streaming_table(st) : active_table().load();
   const bool nt = nt_output(dx, {&g, &s}, 3 * g.nbytes());
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     k->backward(act, st, at_offset<const void>(g, b), at_offset<const void>(s, b),

@@ -61,9 +61,9 @@ extern const KernelTable kernels_baseline;
 
 // The table in use (set_cpu_capability); defined in elementwise.cpp.
 const KernelTable* active_kernels();
-// The table for memory-bound loops: the active one, with 256-bit vectors in place of
-// 512-bit ones (see elementwise.cpp).
-const KernelTable* streaming_kernels();
+// The table for memory-bound loops on storage st: the active one, with 256-bit vectors in
+// place of 512-bit ones for float32 (see elementwise.cpp).
+const KernelTable* streaming_kernels(Storage st);
 
 // Whether a kernel that reads and writes `traffic_bytes` in all should write its output
 // with non-temporal stores: when that traffic exceeds nontemporal_threshold() (by default

@@ -178,11 +178,8 @@ void CpuKernels::softmax_backward(const at::Tensor& g, const at::Tensor& y, cons
     });
     return;
   }
-  // float32: 256-bit vectors, the memory-bound choice; 16-bit storage: the best table
-  // (see streaming in elementwise.cpp).
-  const cpu::KernelTable* k =
-      g.scalar_type() == at::kFloat ? cpu::streaming_kernels() : cpu::active_kernels();
   const cpu::Storage st = storage_of(g.scalar_type());
+  const cpu::KernelTable* k = cpu::streaming_kernels(st);
   const bool nt = cpu::nontemporal_output(3 * g.nbytes());
   at::parallel_for(0, rows, row_grain(n), [&](int64_t b, int64_t e) {
     k->softmax_backward(st, log, row_ptr<const void>(g, b, n), row_ptr<const void>(y, b, n),
