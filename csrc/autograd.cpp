@@ -1,19 +1,34 @@
-// Autograd kernels of the out-of-place operators, in C++ so that a call from Python costs
-// what a call of a torch operator costs (no Python autograd.Function in between):
-//   NAME(x, p)                              saves y or x (as activations.h says), and
+// Autograd kernels of every operator, in C++ so that a call from Python costs what a call
+// of a torch operator costs (no Python autograd.Function in between):
+//   NAME(x, p)                              saves y or x (Rule below), and
 //   NAME_backward(grad, saved, p, o)        is itself differentiable (double backward);
-//   softmax(x, dim, log) / softmax_backward the same for the row-wise softmax.
+//   NAME_(x, p)                             in place: through the dispatcher's
+//                                           ADInplaceOrView kernel (version counter,
+//                                           inference-tensor check), history rebased;
+//   softmax(x, dim, log) / softmax_backward the same for the row-wise softmax;
+//   prelu / swish_weighted (x, weight)      save x and the weight.
 // Each forward calls the device kernel below the autograd layer; each backward calls the
 // backward operator through the dispatcher, so a graph of the gradient (create_graph)
 // records it with its own autograd kernel.  The derivative of a backward with respect to
 // its gradient argument is the same backward (it is linear in the gradient); with respect
-// to the saved tensor it is grad * D'(saved), written with ATen operators.
-// The weighted operators (prelu, swish_weighted) save x and the weight; their backward
-// operator gives dx and the weight gradient, and when a graph of the gradient is wanted
-// (create_graph) the gradients come from differentiating their composite formula instead.
-// In-place operators get their autograd in Python (fused_act/autograd.py).
+// to the saved tensor it is grad * D'(saved): NAME_double_backward, a composite of ATen
+// operators (so that it works under every torch.func transform too).
+//
+// Forward-mode AD (torch.autograd.forward_ad, level 0) is handled here too: the tangent
+// of y = f(x) is f'(x) * x_t, which is the backward kernel applied to the tangent
+// (NAME_backward(x_t, saved)); softmax's Jacobian is symmetric, so its tangent is its
+// backward too, and log_softmax's is softmax_jvp.  Tangents are computed from primal
+// values with forward AD off (torch's own rule), then attached to the output.
+//
+// torch.func transforms (functorch) cannot run C++ autograd Functions: fused_act's
+// Python entry points send functorch-wrapped tensors to the torch.autograd.Function
+// classes of fused_act/autograd.py instead, which use the same operators and the same
+// saving rule (fused_act::saves_output).
 #include <ATen/ATen.h>
+#include <ATen/WrapDimUtils.h>
+#include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/variable.h>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
@@ -27,50 +42,129 @@ namespace autograd_impl {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// What each activation's backward reads, and D'(saved) where dx = grad * D(saved).
+// ---- what each activation's backward reads ----------------------------------------
+// saves_output(p): the out-of-place forward keeps its output y (else its input x).
+// inplace_saves_output(p): the same for the in-place forward; when false, the input is
+// copied before it is overwritten.  Both follow torch where torch's choice is a matter of
+// behaviour a user can see (an in-place change of the output after the call):
+//   relu, sigmoid, tanh: y (as torch);  leaky_relu (slope >= 0): y (torch: x out of place);
+//   relu6: y out of place, a copy of x in place (torch's relu6_ keeps its input, so
+//     `x = relu6(x, inplace=True); x.mul_(2)` still has a gradient);
+//   elu: x out of place: y + alpha, the derivative from the output, cancels for large
+//     negative inputs (float16 gives 4.8e-4 for every x <= -8 where the answer is
+//     <= 4.4e-4 and falling; float32 gives 0 below about -17); in place y when
+//     alpha >= 0, as torch's elu_ (the same accuracy as torch's);
+//   swish / silu: x.
 template <Act A> struct Rule;
 template <> struct Rule<Act::relu> {
   static bool saves_output(double) { return true; }
-  static at::Tensor d2(const at::Tensor&, double, bool) { return {}; }
+  static bool inplace_saves_output(double) { return true; }
 };
 template <> struct Rule<Act::relu6> {
   static bool saves_output(double) { return true; }
-  static at::Tensor d2(const at::Tensor&, double, bool) { return {}; }
+  static bool inplace_saves_output(double) { return false; }
 };
 template <> struct Rule<Act::leaky_relu> {
   static bool saves_output(double slope) { return slope >= 0; }
-  static at::Tensor d2(const at::Tensor&, double, bool) { return {}; }
+  static bool inplace_saves_output(double slope) { return slope >= 0; }
 };
 template <> struct Rule<Act::elu> {
-  static bool saves_output(double alpha) { return alpha >= 0; }
-  static at::Tensor d2(const at::Tensor& s, double alpha, bool from_output) {
-    if (from_output) return (s <= 0).to(s.scalar_type());  // D(y) = y + alpha for y <= 0
-    return at::where(s <= 0, at::exp(s) * alpha, at::zeros_like(s));
-  }
+  static bool saves_output(double) { return false; }
+  static bool inplace_saves_output(double alpha) { return alpha >= 0; }
 };
 template <> struct Rule<Act::sigmoid> {
   static bool saves_output(double) { return true; }
-  static at::Tensor d2(const at::Tensor& y, double, bool) { return 1 - 2 * y; }
+  static bool inplace_saves_output(double) { return true; }
 };
 template <> struct Rule<Act::tanh> {
   static bool saves_output(double) { return true; }
-  static at::Tensor d2(const at::Tensor& y, double, bool) { return -2 * y; }
+  static bool inplace_saves_output(double) { return true; }
 };
 template <> struct Rule<Act::swish> {
   static bool saves_output(double) { return false; }
-  static at::Tensor d2(const at::Tensor& x, double beta, bool) {
-    at::Tensor s = at::sigmoid(x * beta);
-    return beta * s * (1 - s) * (2 + beta * x * (1 - 2 * s));
-  }
+  static bool inplace_saves_output(double) { return false; }
 };
+
+bool saves_output(const std::string& op, double p, bool inplace) {
+#define FA_RULE(name, F)                                                                   \
+  if (op == #name)                                                                          \
+    return inplace ? Rule<Act::name>::inplace_saves_output(p) : Rule<Act::name>::saves_output(p);
+  FA_FOR_EACH_ACTIVATION(FA_RULE)
+#undef FA_RULE
+  TORCH_CHECK(false, "fused_act::saves_output: unknown operator '", op, "'");
+}
+
+// ---- second derivatives: grad * D'(saved), where dx = grad * D(saved) ---------------
+// The piecewise-linear activations have D' = 0.  Comparisons as torch's double backward
+// (e.g. ELU: 0 at x = +-0).
+template <Act A>
+at::Tensor d_saved(const at::Tensor& g, const at::Tensor& s, double p, bool from_output);
+template <> at::Tensor d_saved<Act::relu>(const at::Tensor& g, const at::Tensor&, double, bool) {
+  return at::zeros_like(g);
+}
+template <> at::Tensor d_saved<Act::relu6>(const at::Tensor& g, const at::Tensor&, double, bool) {
+  return at::zeros_like(g);
+}
+template <>
+at::Tensor d_saved<Act::leaky_relu>(const at::Tensor& g, const at::Tensor&, double, bool) {
+  return at::zeros_like(g);
+}
+template <>
+at::Tensor d_saved<Act::elu>(const at::Tensor& g, const at::Tensor& s, double alpha,
+                             bool from_output) {
+  if (from_output) return g * (s < 0).to(s.scalar_type());  // D(y) = y + alpha for y <= 0
+  return g * at::where(s < 0, at::exp(s) * alpha, at::zeros_like(s));
+}
+template <>
+at::Tensor d_saved<Act::sigmoid>(const at::Tensor& g, const at::Tensor& y, double, bool) {
+  return g * (1 - 2 * y);
+}
+template <>
+at::Tensor d_saved<Act::tanh>(const at::Tensor& g, const at::Tensor& y, double, bool) {
+  return g * (-2 * y);
+}
+template <>
+at::Tensor d_saved<Act::swish>(const at::Tensor& g, const at::Tensor& x, double beta, bool) {
+  at::Tensor s = at::sigmoid(x * beta);
+  return g * (beta * s * (1 - s) * (2 + beta * x * (1 - 2 * s)));
+}
+
+// NAME_double_backward(gg, grad, saved, p, o) = gg * grad * D'(saved): the gradient of
+// NAME_backward with respect to `saved`, and (D' being diagonal) its tangent too.
+template <Act A>
+at::Tensor double_backward(const at::Tensor& gg, const at::Tensor& grad, const at::Tensor& saved,
+                           double p, bool from_output) {
+  return d_saved<A>(gg * grad, saved, p, from_output);
+}
 
 template <Act A> const c10::TypedOperatorHandle<sig::Forward>& forward_op() {
   static const auto op = find_op<sig::Forward>(act_name(A));
   return op;
 }
+template <Act A> const c10::TypedOperatorHandle<sig::Inplace>& inplace_op() {
+  static const auto op = find_op<sig::Inplace>(std::string(act_name(A)) + "_");
+  return op;
+}
 template <Act A> const c10::TypedOperatorHandle<sig::Backward>& backward_op() {
   static const auto op = find_op<sig::Backward>(std::string(act_name(A)) + "_backward");
   return op;
+}
+
+// ---- forward-mode AD helpers ------------------------------------------------------
+constexpr uint64_t kLevel = 0;  // torch.autograd.forward_ad has one level at a time
+
+// The tangent of t (undefined when it has none or forward AD is off).
+inline at::Tensor tangent(const at::Tensor& t) {
+  return t.defined() ? t._fw_grad(kLevel) : at::Tensor();
+}
+// t without its tangent (differentiable in reverse mode), for computing tangents.
+inline at::Tensor primal(const at::Tensor& t) {
+  return t.defined() && t._fw_grad(kLevel).defined() ? t._fw_primal(kLevel) : t;
+}
+inline at::Tensor add_defined(const at::Tensor& a, const at::Tensor& b) {
+  if (!a.defined()) return b;
+  if (!b.defined()) return a;
+  return a + b;
 }
 
 // Self: the named node type below (its name is what grad_fn.name() shows).
@@ -90,13 +184,10 @@ struct BackwardFunction : public torch::autograd::Function<Self> {
     const double p = ctx->saved_data["p"].toDouble();
     const bool from_output = ctx->saved_data["from_output"].toBool();
     const at::Tensor& gg = grads[0];
-    at::Tensor d_grad, d_saved;
+    at::Tensor d_grad, d_s;
     if (ctx->needs_input_grad(0)) d_grad = backward_op<A>().call(gg, saved[1], p, from_output);
-    if (ctx->needs_input_grad(1)) {
-      at::Tensor d2 = Rule<A>::d2(saved[1], p, from_output);
-      if (d2.defined()) d_saved = gg * saved[0] * d2;
-    }
-    return {d_grad, d_saved, at::Tensor(), at::Tensor()};
+    if (ctx->needs_input_grad(1)) d_s = double_backward<A>(gg, saved[0], saved[1], p, from_output);
+    return {d_grad, d_s, at::Tensor(), at::Tensor()};
   }
 };
 
@@ -123,6 +214,36 @@ struct ForwardFunction : public torch::autograd::Function<Self> {
   }
 };
 
+// In place: x is overwritten by the activation.  `copy` is x's value before, when the
+// backward reads the input (taken by the caller under autograd, so that double backward
+// reaches x through it); undefined when it reads the output.
+template <Act A, class Self>
+struct InplaceFunction : public torch::autograd::Function<Self> {
+  static at::Tensor forward(AutogradContext* ctx, at::Tensor x,
+                            const std::optional<at::Tensor>& copy, double p) {
+    {
+      // mark_dirty bumps the version counter, so the kernel itself runs below
+      // ADInplaceOrView.
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      inplace_op<A>().call(x, p);
+    }
+    ctx->mark_dirty({x});
+    const bool from_output = !copy.has_value();
+    ctx->save_for_backward({from_output ? x : *copy});
+    ctx->saved_data["p"] = p;
+    ctx->saved_data["from_output"] = from_output;
+    return x;
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const double p = ctx->saved_data["p"].toDouble();
+    const bool from_output = ctx->saved_data["from_output"].toBool();
+    return {backward_op<A>().call(grads[0], saved[0], p, from_output), at::Tensor(),
+            at::Tensor()};
+  }
+};
+
 // ---- softmax / log_softmax: the backward saves only the output y -------------------
 //   softmax:     dx = y * (g - sum(g * y));  d/dg: the same map on gg;
 //                d/dy = gg * (g - sum(g * y)) - g * sum(gg * y)
@@ -135,6 +256,28 @@ const c10::TypedOperatorHandle<sig::Softmax>& softmax_op() {
 const c10::TypedOperatorHandle<sig::SoftmaxBackward>& softmax_backward_op() {
   static const auto op = find_op<sig::SoftmaxBackward>("softmax_backward");
   return op;
+}
+
+// The composites (ATen operators only, so they run under every transform):
+// softmax_jvp(t, y) = J t, the tangent of y for an input tangent t (for softmax J is
+// symmetric: the backward; the fused kernel is used for it where autograd allows).
+at::Tensor softmax_jvp(const at::Tensor& t, const at::Tensor& y, int64_t dim, bool log) {
+  if (log) return t - (at::exp(y) * t).sum(dim, /*keepdim=*/true);
+  return y * (t - (t * y).sum(dim, /*keepdim=*/true));
+}
+// The gradient of softmax_backward(grad, y) with respect to y, for an incoming gg.
+at::Tensor softmax_backward_backward(const at::Tensor& gg, const at::Tensor& grad,
+                                     const at::Tensor& y, int64_t dim, bool log) {
+  if (log) return -gg * at::exp(y) * grad.sum(dim, /*keepdim=*/true);
+  return gg * (grad - (grad * y).sum(dim, /*keepdim=*/true)) -
+         grad * (gg * y).sum(dim, /*keepdim=*/true);
+}
+// The tangent of softmax_backward(grad, y) for a tangent y_t of y.
+at::Tensor softmax_backward_jvp(const at::Tensor& y_t, const at::Tensor& grad, const at::Tensor& y,
+                                int64_t dim, bool log) {
+  if (log) return -y_t * at::exp(y) * grad.sum(dim, /*keepdim=*/true);
+  return y_t * (grad - (grad * y).sum(dim, /*keepdim=*/true)) -
+         y * (grad * y_t).sum(dim, /*keepdim=*/true);
 }
 
 template <class Self>
@@ -154,16 +297,9 @@ struct SoftmaxBackwardFunction : public torch::autograd::Function<Self> {
     const int64_t dim = ctx->saved_data["dim"].toInt();
     const bool log = ctx->saved_data["log"].toBool();
     at::Tensor d_grad, d_y;
-    if (log) {
-      at::Tensor p = at::exp(y);
-      if (ctx->needs_input_grad(0)) d_grad = gg - (gg * p).sum(dim, /*keepdim=*/true);
-      if (ctx->needs_input_grad(1)) d_y = -gg * p * grad.sum(dim, /*keepdim=*/true);
-    } else {
-      if (ctx->needs_input_grad(0)) d_grad = softmax_backward_op().call(gg, y, dim, false);
-      if (ctx->needs_input_grad(1))
-        d_y = gg * (grad - (grad * y).sum(dim, /*keepdim=*/true)) -
-              grad * (gg * y).sum(dim, /*keepdim=*/true);
-    }
+    if (ctx->needs_input_grad(0))
+      d_grad = log ? softmax_jvp(gg, y, dim, true) : softmax_backward_op().call(gg, y, dim, false);
+    if (ctx->needs_input_grad(1)) d_y = softmax_backward_backward(gg, grad, y, dim, log);
     return {d_grad, d_y, at::Tensor(), at::Tensor()};
   }
 };
@@ -209,6 +345,40 @@ template <> at::Tensor weighted_reference<Act::swish>(const at::Tensor& x, const
   return x * at::sigmoid(wb * x);
 }
 
+// Their tangent for tangents x_t, w_t (either may be undefined).
+template <Act A>
+at::Tensor weighted_tangent(const at::Tensor& x, const at::Tensor& wb, const at::Tensor& x_t,
+                            const at::Tensor& wb_t);
+template <>
+at::Tensor weighted_tangent<Act::leaky_relu>(const at::Tensor& x, const at::Tensor& wb,
+                                             const at::Tensor& x_t, const at::Tensor& wb_t) {
+  at::Tensor neg = add_defined(x_t.defined() ? wb * x_t : at::Tensor(),
+                               wb_t.defined() ? wb_t * x : at::Tensor());
+  return at::where(x > 0, x_t.defined() ? x_t : at::zeros_like(x), neg);
+}
+template <>
+at::Tensor weighted_tangent<Act::swish>(const at::Tensor& x, const at::Tensor& wb,
+                                        const at::Tensor& x_t, const at::Tensor& wb_t) {
+  at::Tensor s = at::sigmoid(wb * x);
+  at::Tensor ds = s * (1 - s);
+  return add_defined(x_t.defined() ? x_t * (s + wb * x * ds) : at::Tensor(),
+                     wb_t.defined() ? wb_t * (x * x * ds) : at::Tensor());
+}
+
+// NAME_reference(x, weight) and NAME_jvp(x, weight, x_t?, w_t?): composites.
+template <Act A> at::Tensor weighted_reference_op(const at::Tensor& x, const at::Tensor& w) {
+  return weighted_reference<A>(x, broadcast_weight(w, x));
+}
+template <Act A>
+at::Tensor weighted_jvp_op(const at::Tensor& x, const at::Tensor& w,
+                           const std::optional<at::Tensor>& x_t,
+                           const std::optional<at::Tensor>& w_t) {
+  at::Tensor xt = x_t.has_value() ? *x_t : at::Tensor();
+  at::Tensor wt = w_t.has_value() && w_t->defined() ? broadcast_weight(*w_t, x) : at::Tensor();
+  if (!xt.defined() && !wt.defined()) return at::zeros_like(x);
+  return weighted_tangent<A>(x, broadcast_weight(w, x), xt, wt);
+}
+
 template <Act A, const char* kOp, class Self>
 struct WeightedFunction : public torch::autograd::Function<Self> {
   static const c10::TypedOperatorHandle<sig::Weighted>& forward_handle() {
@@ -251,14 +421,14 @@ struct WeightedFunction : public torch::autograd::Function<Self> {
   }
 };
 
-
 }  // namespace autograd_impl
 
 // The autograd nodes, named as torch names its own (grad_fn.name() shows
 // "torch::autograd::CppNode<fused_act::ReluBackward>"); NAMEBackwardBackward is the node of
-// a backward recorded for double backward.
-#define FA_NODES(name, F)                                                                  \
-  struct F##Backward : autograd_impl::ForwardFunction<Act::name, F##Backward> {};          \
+// a backward recorded for double backward, NAMEInplaceBackward that of an in-place call.
+#define FA_NODES(name, F)                                                                   \
+  struct F##Backward : autograd_impl::ForwardFunction<Act::name, F##Backward> {};           \
+  struct F##InplaceBackward : autograd_impl::InplaceFunction<Act::name, F##InplaceBackward> {}; \
   struct F##BackwardBackward : autograd_impl::BackwardFunction<Act::name, F##BackwardBackward> {};
 FA_FOR_EACH_ACTIVATION(FA_NODES)
 #undef FA_NODES
@@ -273,10 +443,11 @@ struct SwishWeightedBackward
 namespace autograd_impl {
 
 template <Act A> struct Node;
-#define FA_NODE_OF(name, F)            \
-  template <> struct Node<Act::name> { \
-    using Forward = F##Backward;        \
-    using Backward = F##BackwardBackward; \
+#define FA_NODE_OF(name, F)                 \
+  template <> struct Node<Act::name> {      \
+    using Forward = F##Backward;             \
+    using Inplace = F##InplaceBackward;      \
+    using Backward = F##BackwardBackward;    \
   };
 FA_FOR_EACH_ACTIVATION(FA_NODE_OF)
 #undef FA_NODE_OF
@@ -286,50 +457,174 @@ FA_FOR_EACH_ACTIVATION(FA_NODE_OF)
 bool records(std::initializer_list<const at::Tensor*> ts) {
   if (!at::GradMode::is_enabled()) return false;
   for (const at::Tensor* t : ts)
-    if (t->requires_grad()) return true;
+    if (t->defined() && t->requires_grad()) return true;
   return false;
 }
 
-template <Act A> at::Tensor forward_autograd(const at::Tensor& x, double p) {
-  if (!records({&x})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return forward_op<A>().call(x, p);
-  }
-  return Node<A>::Forward::apply(x, p);
+// Runs fn() with forward AD off: C++ autograd Functions have no forward-mode formula, so
+// the tangents are attached by the kernels below instead.
+template <class Fn> auto without_forward_ad(Fn&& fn) {
+  c10::AutoFwGradMode no_forward_ad(false);
+  return fn();
 }
+
+template <Act A> at::Tensor backward_autograd(const at::Tensor& grad, const at::Tensor& saved,
+                                              double p, bool from_output);
+
+template <Act A> at::Tensor forward_autograd(const at::Tensor& x, double p) {
+  const at::Tensor x_t = tangent(x);
+  at::Tensor y = without_forward_ad([&] {
+    if (!records({&x})) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      return forward_op<A>().call(x, p);
+    }
+    return Node<A>::Forward::apply(x, p);
+  });
+  if (x_t.defined()) {
+    const bool from_output = Rule<A>::saves_output(p);
+    at::Tensor y_t = without_forward_ad(
+        [&] { return backward_autograd<A>(x_t, from_output ? y : primal(x), p, from_output); });
+    y._set_fw_grad(y_t, kLevel, /*is_inplace_op=*/false);
+  }
+  return y;
+}
+
+template <Act A> void inplace_autograd(const at::Tensor& x, double p) {
+  const bool need_grad = records({&x});
+  const at::Tensor x_t = tangent(x);
+  const bool from_output = Rule<A>::inplace_saves_output(p);
+  // What the backward (or the tangent) reads must survive the overwrite.
+  std::optional<at::Tensor> copy;
+  if (!from_output && (need_grad || x_t.defined()))
+    copy = without_forward_ad([&] { return x.clone(); });
+  without_forward_ad([&] {
+    if (need_grad) {
+      Node<A>::Inplace::apply(x, copy, p);
+      return 0;
+    }
+    at::AutoDispatchBelowAutograd below_autograd;  // ADInplaceOrView: version counter
+    inplace_op<A>().call(x, p);
+    return 0;
+  });
+  if (x_t.defined()) {
+    at::Tensor new_t = without_forward_ad([&] {
+      return backward_autograd<A>(x_t, from_output ? primal(x) : *copy, p, from_output);
+    });
+    x_t.copy_(new_t);  // a tangent is updated in place, like the tensor
+  }
+}
+
 template <Act A>
 at::Tensor backward_autograd(const at::Tensor& grad, const at::Tensor& saved, double p,
                              bool from_output) {
-  if (!records({&grad, &saved})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return backward_op<A>().call(grad, saved, p, from_output);
+  const at::Tensor g_t = tangent(grad), s_t = tangent(saved);
+  at::Tensor dx = without_forward_ad([&] {
+    if (!records({&grad, &saved})) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      return backward_op<A>().call(grad, saved, p, from_output);
+    }
+    return Node<A>::Backward::apply(grad, saved, p, from_output);
+  });
+  if (g_t.defined() || s_t.defined()) {
+    at::Tensor dx_t = without_forward_ad([&] {
+      const at::Tensor g = primal(grad), s = primal(saved);
+      return add_defined(
+          g_t.defined() ? backward_autograd<A>(g_t, s, p, from_output) : at::Tensor(),
+          s_t.defined() ? double_backward<A>(s_t, g, s, p, from_output) : at::Tensor());
+    });
+    dx._set_fw_grad(dx_t, kLevel, false);
   }
-  return Node<A>::Backward::apply(grad, saved, p, from_output);
+  return dx;
 }
 
+at::Tensor softmax_backward_autograd(const at::Tensor& grad, const at::Tensor& y, int64_t dim,
+                                     bool log);
+
 at::Tensor softmax_autograd(const at::Tensor& x, int64_t dim, bool log) {
-  if (!records({&x})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return softmax_op().call(x, dim, log);
+  const at::Tensor x_t = tangent(x);
+  at::Tensor y = without_forward_ad([&] {
+    if (!records({&x})) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      return softmax_op().call(x, dim, log);
+    }
+    return SoftmaxBackward::apply(x, dim, log);
+  });
+  if (x_t.defined()) {
+    at::Tensor y_t = without_forward_ad([&] {
+      return log ? softmax_jvp(x_t, y, at::maybe_wrap_dim(dim, std::max<int64_t>(y.dim(), 1)), true)
+                 : softmax_backward_autograd(x_t, y, dim, false);
+    });
+    y._set_fw_grad(y_t, kLevel, false);
   }
-  return SoftmaxBackward::apply(x, dim, log);
+  return y;
 }
+
 at::Tensor softmax_backward_autograd(const at::Tensor& grad, const at::Tensor& y, int64_t dim,
                                      bool log) {
-  if (!records({&grad, &y})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return softmax_backward_op().call(grad, y, dim, log);
+  const at::Tensor g_t = tangent(grad), y_t = tangent(y);
+  at::Tensor dx = without_forward_ad([&] {
+    if (!records({&grad, &y})) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      return softmax_backward_op().call(grad, y, dim, log);
+    }
+    return SoftmaxBackwardBackward::apply(grad, y, dim, log);
+  });
+  if (g_t.defined() || y_t.defined()) {
+    at::Tensor dx_t = without_forward_ad([&] {
+      const at::Tensor g = primal(grad), yp = primal(y);
+      const int64_t d = at::maybe_wrap_dim(dim, std::max<int64_t>(yp.dim(), 1));
+      return add_defined(
+          g_t.defined() ? softmax_backward_autograd(g_t, yp, dim, log) : at::Tensor(),
+          y_t.defined() ? softmax_backward_jvp(y_t, g, yp, d, log) : at::Tensor());
+    });
+    dx._set_fw_grad(dx_t, kLevel, false);
   }
-  return SoftmaxBackwardBackward::apply(grad, y, dim, log);
+  return dx;
 }
 
 template <Act A, const char* kOp, class NodeT>
 at::Tensor weighted_autograd(const at::Tensor& x, const at::Tensor& w) {
-  if (!records({&x, &w})) {
-    at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return NodeT::forward_handle().call(x, w);
+  const at::Tensor x_t = tangent(x), w_t = tangent(w);
+  at::Tensor y = without_forward_ad([&] {
+    if (!records({&x, &w})) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      return NodeT::forward_handle().call(x, w);
+    }
+    return NodeT::apply(x, w);
+  });
+  if (x_t.defined() || w_t.defined()) {
+    at::Tensor y_t = without_forward_ad([&] {
+      return weighted_jvp_op<A>(primal(x), primal(w), x_t, w_t);
+    });
+    y._set_fw_grad(y_t, kLevel, false);
   }
-  return NodeT::apply(x, w);
+  return y;
+}
+
+// The in-place kernel below the autograd layer: runs the device kernel, then bumps the
+// version counter of the overwritten tensor (which also refuses an inference tensor
+// outside inference mode), as torch's own in-place operators do.
+template <Act A> void inplace_version(const at::Tensor& x, double p) {
+  {
+    at::AutoDispatchBelowADInplaceOrView below;
+    inplace_op<A>().call(x, p);
+  }
+  torch::autograd::impl::bump_version(x);
+}
+
+// The weighted backward operators are called by the nodes above only when no graph of
+// the gradient is recorded; a direct call with tangents has no formula here.
+template <const char* kOp>
+std::tuple<at::Tensor, at::Tensor> weighted_backward_autograd(const at::Tensor& g,
+                                                             const at::Tensor& x,
+                                                             const at::Tensor& w, bool need_w) {
+  TORCH_CHECK(!records({&g, &x, &w}) && !tangent(g).defined() && !tangent(x).defined() &&
+                  !tangent(w).defined(),
+              "fused_act::", kOp, "_backward is not differentiable; differentiate fused_act::",
+              kOp, " twice instead (its backward then uses a differentiable composite)");
+  at::AutoDispatchBelowADInplaceOrView below_autograd;
+  static const auto op = find_op<sig::WeightedBackward>(std::string(kOp) + "_backward");
+  return op.call(g, x, w, need_w);
 }
 
 }  // namespace autograd_impl
@@ -337,18 +632,61 @@ at::Tensor weighted_autograd(const at::Tensor& x, const at::Tensor& w) {
 
 TORCH_LIBRARY_IMPL(fused_act, Autograd, m) {
   namespace impl = fused_act::autograd_impl;
-  m.impl("prelu", TORCH_FN((impl::weighted_autograd<fused_act::Act::leaky_relu,
-                                                    fused_act::kWeightedName_prelu,
+  using fused_act::Act;
+  m.impl("prelu", TORCH_FN((impl::weighted_autograd<Act::leaky_relu, fused_act::kWeightedName_prelu,
                                                     fused_act::PreluBackward>)));
-  m.impl("swish_weighted", TORCH_FN((impl::weighted_autograd<fused_act::Act::swish,
-                                                             fused_act::kWeightedName_swish_weighted,
-                                                             fused_act::SwishWeightedBackward>)));
-#define FA_AUTOGRAD(name, F)                                                     \
-  m.impl(#name, TORCH_FN(fused_act::autograd_impl::forward_autograd<fused_act::Act::name>)); \
-  m.impl(#name "_backward",                                                              \
-         TORCH_FN(fused_act::autograd_impl::backward_autograd<fused_act::Act::name>));
+  m.impl("swish_weighted",
+         TORCH_FN((impl::weighted_autograd<Act::swish, fused_act::kWeightedName_swish_weighted,
+                                           fused_act::SwishWeightedBackward>)));
+  m.impl("prelu_backward",
+         TORCH_FN((impl::weighted_backward_autograd<fused_act::kWeightedName_prelu>)));
+  m.impl("swish_weighted_backward",
+         TORCH_FN((impl::weighted_backward_autograd<fused_act::kWeightedName_swish_weighted>)));
+#define FA_AUTOGRAD(name, F)                                                             \
+  m.impl(#name, TORCH_FN(impl::forward_autograd<Act::name>));                            \
+  m.impl(#name "_", TORCH_FN(impl::inplace_autograd<Act::name>));                        \
+  m.impl(#name "_backward", TORCH_FN(impl::backward_autograd<Act::name>));
   FA_FOR_EACH_ACTIVATION(FA_AUTOGRAD)
 #undef FA_AUTOGRAD
-  m.impl("softmax", TORCH_FN(fused_act::autograd_impl::softmax_autograd));
-  m.impl("softmax_backward", TORCH_FN(fused_act::autograd_impl::softmax_backward_autograd));
+  m.impl("softmax", TORCH_FN(impl::softmax_autograd));
+  m.impl("softmax_backward", TORCH_FN(impl::softmax_backward_autograd));
+}
+
+// The in-place operators' ADInplaceOrView kernels: the version counter of the overwritten
+// tensor is bumped (which also refuses inference tensors outside inference mode), as for
+// torch's own in-place operators.
+TORCH_LIBRARY_IMPL(fused_act, ADInplaceOrView, m) {
+#define FA_INPLACE_VIEW(name, F) \
+  m.impl(#name "_", TORCH_FN(fused_act::autograd_impl::inplace_version<fused_act::Act::name>));
+  FA_FOR_EACH_ACTIVATION(FA_INPLACE_VIEW)
+#undef FA_INPLACE_VIEW
+}
+
+// The derivative composites (ATen operators only): differentiable, and run under every
+// torch.func transform by decomposition (FuncTorchBatchedDecomposition: vmap decomposes
+// them too instead of looping over the batch).
+namespace fused_act::autograd_impl {
+void register_composites(torch::Library& m) {
+  namespace impl = fused_act::autograd_impl;
+  using fused_act::Act;
+#define FA_COMPOSITE(name, F) \
+  m.impl(#name "_double_backward", TORCH_FN(impl::double_backward<Act::name>));
+  FA_FOR_EACH_ACTIVATION(FA_COMPOSITE)
+#undef FA_COMPOSITE
+#define FA_WEIGHTED_COMPOSITE(name, F, op)                                        \
+  m.impl(#op "_reference", TORCH_FN(impl::weighted_reference_op<Act::name>));     \
+  m.impl(#op "_jvp", TORCH_FN(impl::weighted_jvp_op<Act::name>));
+  FA_FOR_EACH_WEIGHTED(FA_WEIGHTED_COMPOSITE)
+#undef FA_WEIGHTED_COMPOSITE
+  m.impl("softmax_jvp", TORCH_FN(impl::softmax_jvp));
+  m.impl("softmax_backward_backward", TORCH_FN(impl::softmax_backward_backward));
+  m.impl("softmax_backward_jvp", TORCH_FN(impl::softmax_backward_jvp));
+}
+}  // namespace fused_act::autograd_impl
+
+TORCH_LIBRARY_IMPL(fused_act, CompositeImplicitAutograd, m) {
+  fused_act::autograd_impl::register_composites(m);
+}
+TORCH_LIBRARY_IMPL(fused_act, FuncTorchBatchedDecomposition, m) {
+  fused_act::autograd_impl::register_composites(m);
 }

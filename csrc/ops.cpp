@@ -3,16 +3,23 @@
 //   NAME(Tensor x, float p) -> Tensor                 forward
 //   NAME_(Tensor(a!) x, float p) -> ()                forward in place
 //   NAME_backward(Tensor grad, Tensor saved, float p, bool saved_is_output) -> Tensor
+//   NAME_double_backward(Tensor gg, Tensor grad, Tensor saved, float p,
+//                        bool saved_is_output) -> Tensor   (gg * grad * D'(saved))
 // and for the weighted ones (prelu = leaky_relu with a weight, swish_weighted):
 //   prelu(Tensor x, Tensor weight) -> Tensor
 //   prelu_backward(Tensor grad, Tensor x, Tensor weight, bool need_weight_grad) -> (Tensor, Tensor)
-// and softmax / softmax_backward (softmax_ops.h).
+// and softmax / softmax_backward (softmax_ops.h).  The derivative composites (NAME_double_backward,
+// NAME_reference / NAME_jvp of the weighted ones, softmax_jvp, softmax_backward_backward,
+// softmax_backward_jvp) and the saving rule (saves_output) are in autograd.cpp.
 #include <torch/library.h>
 
 #include "ops_impl.h"
 #include "softmax_ops.h"
 
 namespace fused_act {
+namespace autograd_impl {
+bool saves_output(const std::string& op, double p, bool inplace);  // autograd.cpp
+}
 namespace {
 
 bool built_with_cuda() {
@@ -31,13 +38,17 @@ TORCH_LIBRARY(fused_act, m) {
   m.def(#name "(Tensor x, float p) -> Tensor");                                       \
   m.def(#name "_(Tensor(a!) x, float p) -> ()");                                      \
   m.def(#name "_backward(Tensor grad, Tensor saved, float p, bool saved_is_output) " \
-              "-> Tensor");
+              "-> Tensor");                                                                \
+  m.def(#name "_double_backward(Tensor gg, Tensor grad, Tensor saved, float p, "      \
+              "bool saved_is_output) -> Tensor");
   FA_FOR_EACH_ACTIVATION(FA_DEF)
 #undef FA_DEF
 #define FA_DEF_WEIGHTED(name, F, op)                                                   \
   m.def(#op "(Tensor x, Tensor weight) -> Tensor");                                    \
   m.def(#op "_backward(Tensor grad, Tensor x, Tensor weight, bool need_weight_grad) " \
-            "-> (Tensor, Tensor)");
+            "-> (Tensor, Tensor)");                                                     \
+  m.def(#op "_reference(Tensor x, Tensor weight) -> Tensor");                          \
+  m.def(#op "_jvp(Tensor x, Tensor weight, Tensor? x_t, Tensor? weight_t) -> Tensor");
   FA_FOR_EACH_WEIGHTED(FA_DEF_WEIGHTED)
 #undef FA_DEF_WEIGHTED
   m.def("built_with_cuda() -> bool", &fused_act::built_with_cuda);
@@ -48,6 +59,12 @@ TORCH_LIBRARY(fused_act, m) {
   // Softmax (log = false) and log-softmax along dim (softmax_ops.h).
   m.def("softmax(Tensor x, int dim, bool log) -> Tensor");
   m.def("softmax_backward(Tensor grad, Tensor y, int dim, bool log) -> Tensor");
+  m.def("softmax_jvp(Tensor t, Tensor y, int dim, bool log) -> Tensor");
+  m.def("softmax_backward_backward(Tensor gg, Tensor grad, Tensor y, int dim, bool log) -> Tensor");
+  m.def("softmax_backward_jvp(Tensor y_t, Tensor grad, Tensor y, int dim, bool log) -> Tensor");
+  // Whether operator `op`'s backward reads its output (else its input), out of place or
+  // in place, for parameter p: the one saving rule (autograd.cpp), for Python too.
+  m.def("saves_output(str op, float p, bool inplace) -> bool", &fused_act::autograd_impl::saves_output);
 }
 
 TORCH_LIBRARY_IMPL(fused_act, CPU, m) {

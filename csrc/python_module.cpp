@@ -8,6 +8,7 @@
 // function mode, other dtypes or devices); fused_act.functional then uses torch.ops.
 #include <ATen/ATen.h>
 #include <ATen/PythonTorchFunctionTLS.h>
+#include <ATen/autocast_mode.h>
 #include <torch/csrc/Exceptions.h>
 #include <torch/csrc/autograd/python_variable.h>
 #include <torch/csrc/utils/pybind.h>
@@ -20,10 +21,23 @@ namespace fused_act {
 namespace {
 
 
+// Dispatch keys of tensors the fast path leaves to fused_act.functional: torch.func's
+// wrappers (grad/jvp levels, vmap batches), functionalization and Python subclasses.
+const c10::DispatchKeySet kNotPlain({c10::DispatchKey::FuncTorchGradWrapper,
+                                     c10::DispatchKey::FuncTorchBatched,
+                                     c10::DispatchKey::Functionalize, c10::DispatchKey::Python,
+                                     c10::DispatchKey::PythonTLSSnapshot});
+
 // The tensor, when the fast path takes it; nullptr otherwise.
 const at::Tensor* fast_tensor(PyObject* obj) {
   if (!THPVariable_CheckExact(obj) || at::impl::torch_function_mode_enabled()) return nullptr;
   const at::Tensor& t = THPVariable_Unpack(obj);
+  if (t.layout() != at::kStrided || t.is_nested() || t.key_set().has_any(kNotPlain))
+    return nullptr;
+  // A dual tensor that also records a graph (forward-over-reverse): fused_act.functional
+  // decides (operators that save their output take the Python autograd.Function, whose
+  // saved output keeps its tangent).
+  if (t.requires_grad() && t._fw_grad(0).defined()) return nullptr;
   const auto st = t.scalar_type();
   if (st != at::kFloat && st != at::kDouble && st != at::kHalf && st != at::kBFloat16)
     return nullptr;
@@ -33,6 +47,13 @@ const at::Tensor* fast_tensor(PyObject* obj) {
   if (!t.is_cpu()) return nullptr;
 #endif
   return &t;
+}
+
+// Whether autocast is on for t's device: the operators autocast changes (prelu's weight,
+// softmax's dtype) then take the Python path, which applies torch's policy.
+bool autocasting(const at::Tensor& t) {
+  return t.is_cuda() ? at::autocast::is_autocast_enabled(at::kCUDA)
+                     : at::autocast::is_autocast_enabled(at::kCPU);
 }
 
 PyObject* not_implemented() {
@@ -68,7 +89,9 @@ PyObject* fast_weighted(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   if (x == nullptr) return not_implemented();
   const at::Tensor& w = THPVariable_Unpack(args[1]);
   // A weight on another device would pick that device's kernel: the caller reports it.
-  if (w.device() != x->device()) return not_implemented();
+  if (w.device() != x->device() || autocasting(*x) || w.layout() != at::kStrided ||
+      w.key_set().has_any(kNotPlain))
+    return not_implemented();
   static const auto op = find_op<sig::Weighted>(kName);
   at::Tensor y;
   {
@@ -85,8 +108,10 @@ PyObject* fast_softmax(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   if (nargs != 3 || !PyLong_CheckExact(args[1]) || !PyBool_Check(args[2]))
     return not_implemented();
   const at::Tensor* x = fast_tensor(args[0]);
-  if (x == nullptr) return not_implemented();
-  const int64_t dim = PyLong_AsLongLong(args[1]);
+  if (x == nullptr || autocasting(*x)) return not_implemented();
+  int overflow = 0;
+  const int64_t dim = PyLong_AsLongLongAndOverflow(args[1], &overflow);
+  if (overflow != 0) return not_implemented();  // the caller's check names the problem
   if (dim == -1 && PyErr_Occurred()) return nullptr;
   const bool log = args[2] == Py_True;
   static const auto op = find_op<sig::Softmax>("softmax");

@@ -27,7 +27,7 @@ def _register_fakes():
         torch.library.register_fake(f"fused_act::{name}_backward")(
             lambda grad, saved, p, saved_is_output: torch.empty_like(grad))
     for name in WEIGHTED_OPS:
-        torch.library.register_fake(f"fused_act::{name}")(lambda x, weight: torch.empty_like(x))
+        torch.library.register_fake(f"fused_act::{name}")(_weighted_fake(name))
         torch.library.register_fake(f"fused_act::{name}_backward")(
             lambda grad, x, weight, need_weight_grad: (torch.empty_like(grad),
                                                        torch.empty_like(weight)))
@@ -38,6 +38,17 @@ def _register_fakes():
     torch.library.register_fake("fused_act::softmax_backward")(
         lambda grad, y, dim, log: _softmax_fake(
             "log_softmax_backward" if log else "softmax_backward", grad, dim))
+
+
+def _weighted_fake(name):
+    def fake(x, weight):
+        # The same device rule as the kernels: a weight elsewhere is an error, never a
+        # result on one of the two devices.
+        if weight.device != x.device:
+            raise RuntimeError(f"fused_act::{name}: weight is on {weight.device} but input is "
+                               f"on {x.device}")
+        return torch.empty_like(x)
+    return fake
 
 
 def _softmax_fake(op, x, dim):

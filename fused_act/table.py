@@ -69,7 +69,7 @@ ACTIVATIONS = (
     Activation("elu", FA.elu, F.elu, M.ELU, nn.ELU,
                (Setting("default"), Setting("alpha0.5", lambda x: {"alpha": 0.5}),
                 Setting("alpha-0.7", lambda x: {"alpha": -0.7})),
-               lambda x: torch.where(x > 0, x, torch.exp(x) - 1), "output", inplace=True,
+               lambda x: torch.where(x > 0, x, torch.exp(x) - 1), "input", inplace=True,
                module_kwargs={"alpha": 0.5}),
     Activation("sigmoid", FA.sigmoid, torch.sigmoid, M.Sigmoid, nn.Sigmoid,
                (Setting("default"),), lambda x: 1 / (1 + torch.exp(-x)), "output"),

@@ -305,21 +305,28 @@ def test_backward_saves_the_least_and_keeps_grad_intact(act, setting):
     assert torch.equal(grad, grad_copy)   # the incoming gradient is not written to
 
 
-@pytest.mark.parametrize("op", sorted(fused_act.autograd.SAVES_OUTPUT))
-def test_python_saving_rule_matches_the_cpp_one(op):
-    """The in-place Functions' rule (fused_act.autograd.SAVES_OUTPUT) is a copy of
-    Rule<A>::saves_output in csrc/autograd.cpp: both must pick the same tensor."""
-    rule = fused_act.autograd.SAVES_OUTPUT[op]
+@pytest.mark.parametrize("inplace", [False, True])
+@pytest.mark.parametrize("op", fused_act._ops.ELEMENTWISE_OPS)
+def test_saved_tensor_follows_the_saving_rule(op, inplace):
+    """What a call saves is what fused_act.autograd.saves_output (the C++ rule, which the
+    torch.func path asks too) says, out of place and in place."""
     for p in (-0.5, 0.0, 0.01, 1.0, 2.0):
-        x = torch.randn(16, requires_grad=True)
+        leaf = torch.randn(16, requires_grad=True)
+        x = leaf * 1.0
+        x_before = x.detach().clone()
         saved = []
         with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t,
                                                       lambda t: t):
-            y = getattr(torch.ops.fused_act, op)(x, p)
+            if inplace:
+                getattr(torch.ops.fused_act, op + "_")(x, p)
+                y = x
+            else:
+                y = getattr(torch.ops.fused_act, op)(x, p)
         assert len(saved) == 1
-        saves_output = saved[0].data_ptr() == y.data_ptr()
-        assert saves_output != (saved[0].data_ptr() == x.data_ptr())
-        assert saves_output == rule(p), (op, p)
+        saves_output = torch.equal(saved[0], y.detach()) and saved[0].data_ptr() == y.data_ptr()
+        if not saves_output:
+            assert torch.equal(saved[0].detach(), x_before), (op, p, inplace)
+        assert saves_output == fused_act.autograd.saves_output(op, p, inplace), (op, p, inplace)
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS, ids=lambda a: a.name)
