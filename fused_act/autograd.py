@@ -1,184 +1,348 @@
-"""torch.autograd.Function classes for every activation.
+"""torch.autograd.Function classes for every operator.
 
-Forward and backward each run one fused kernel (``torch.ops.fused_act.*``).  What the
-backward reads is the least that suffices (see csrc/activations.h):
+Every operator of fused_act carries its own autograd in C++ (csrc/autograd.cpp): reverse
+mode, double backward, forward mode (torch.autograd.forward_ad), in-place calls through
+the dispatcher.  That is what fused_act.functional calls for ordinary tensors.
 
-* the output y for relu, relu6, leaky_relu (slope >= 0), elu (alpha >= 0), sigmoid, tanh,
-  softmax and log_softmax;
-* the input x for silu/swish, prelu, and leaky_relu/elu with a negative parameter.
+torch.func transforms (grad, vjp, jvp, jacrev, jacfwd, hessian, vmap, functional_call)
+cannot run C++ autograd Functions, so fused_act.functional sends the tensors they wrap to
+the classes here instead.  They are built from the same operators: the forward and
+backward kernels, the derivative composites of csrc/autograd.cpp (NAME_double_backward,
+softmax_jvp, ...), and the saving rule of csrc/autograd.cpp (fused_act::saves_output), which
+is asked, not restated.  Each class has ``setup_context`` (reverse mode under every
+transform), ``jvp`` (forward mode) and ``vmap`` (a batching rule: the fused kernel runs
+once on the batched tensor).
 
-An in-place forward saves y when that is what the backward reads; otherwise it keeps a
-copy of x taken before the overwrite (only when a gradient is needed).  Backward never
-writes into the incoming gradient.
-
-The operators carry their own autograd in C++ (csrc/autograd.cpp), and fused_act.functional
-calls them directly for out-of-place calls.  The Functions here are the same computation
-as Python classes (and the path of in-place calls): their backward calls the backward
-operator, which is itself differentiable in C++, so double backward needs nothing here.
+Public classes and their ``apply`` signatures:
+  ReluFunction, Relu6Function, LeakyReluFunction, EluFunction, SigmoidFunction,
+  TanhFunction, SwishFunction:   apply(x, p, inplace=False, input_copy=None)
+  PreluFunction, SwishWeightedFunction:   apply(x, weight)
+  SoftmaxFunction, LogSoftmaxFunction:   apply(x, dim)
+For an in-place call whose backward reads the input, ``input_copy`` is the input's value
+before the call, taken under autograd (``x.clone()``) so that double backward reaches x
+through it; it is taken automatically when omitted.
 """
-from typing import Callable, Dict
+from typing import Dict, Tuple
 
 import torch
+import torch.autograd.forward_ad as _fwAD
 
-from ._ops import ops
+from ._ops import ELEMENTWISE_OPS, WEIGHTED_OPS, ops
 
-# Whether each elementwise operator's backward can read the output, given its scalar
-# parameter p: the same rule as Rule<A>::saves_output in csrc/autograd.cpp (the in-place
-# Functions below need it to know what to keep; a test checks that the two agree).
-SAVES_OUTPUT: Dict[str, Callable[[float], bool]] = {
-    "relu": lambda p: True,
-    "relu6": lambda p: True,
-    "leaky_relu": lambda slope: slope >= 0,
-    "elu": lambda alpha: alpha >= 0,
-    "sigmoid": lambda p: True,
-    "tanh": lambda p: True,
-    "swish": lambda p: False,
-}
+_RULES: Dict[Tuple[str, float, bool], bool] = {}
+
+
+def saves_output(op: str, p: float, inplace: bool = False) -> bool:
+    """Whether elementwise operator `op`'s backward reads its output (else its input),
+    for parameter p: the C++ rule (csrc/autograd.cpp), cached."""
+    key = (op, p, inplace)
+    rule = _RULES.get(key)
+    if rule is None:
+        rule = _RULES[key] = bool(ops.saves_output(op, float(p), inplace))
+    return rule
 
 
 def _camel(name):
     return "".join(part.capitalize() for part in name.split("_"))
 
 
+def _front(t, bdim, size):
+    """t with its batch dim first; an unbatched t is expanded to the batch."""
+    return t.movedim(bdim, 0) if bdim is not None else t.expand(size, *t.shape)
+
+
+def _add(a, b):
+    return b if a is None else (a if b is None else a + b)
+
+
 def _make_elementwise(op: str):
     forward_op = getattr(ops, op).default
     inplace_op = getattr(ops, op + "_").default
-    backward_op = getattr(ops, op + "_backward").default  # differentiable (C++ autograd)
-    saves_output = SAVES_OUTPUT[op]
+    backward_op = getattr(ops, op + "_backward").default
+    double_backward_op = getattr(ops, op + "_double_backward").default
 
-    class Forward(torch.autograd.Function):
-        """apply(x, p, inplace, input_copy=None).  For an in-place call whose backward
-        reads the input, pass ``input_copy = x.clone()`` taken under autograd (as
-        fused_act.functional does): the backward reads it, and double backward reaches x
-        through it.  Without it, a copy is taken here (first-order gradients only)."""
+    class Backward(torch.autograd.Function):
+        """dx = NAME_backward(grad, saved): linear in grad; its derivative in saved is
+        the NAME_double_backward composite."""
 
         @staticmethod
-        def forward(ctx, x, p, inplace, input_copy=None):
-            from_output = saves_output(p)
-            need_grad = ctx.needs_input_grad[0]
+        def forward(grad, saved, p, from_output):
+            return backward_op(grad, saved, p, from_output)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            grad, saved, p, from_output = inputs
+            ctx.save_for_backward(grad, saved)
+            ctx.save_for_forward(grad, saved)
             ctx.p, ctx.from_output = p, from_output
-            if not inplace:
-                y = forward_op(x, p)
-                if need_grad:
-                    ctx.save_for_backward(y if from_output else x)
-                return y
-            # In place: what the backward reads must survive the overwrite.
-            if need_grad and not from_output and input_copy is None:
+
+        @staticmethod
+        def backward(ctx, gg):
+            grad, saved = ctx.saved_tensors
+            d_grad = d_saved = None
+            if ctx.needs_input_grad[0]:
+                d_grad = Backward.apply(gg, saved, ctx.p, ctx.from_output)
+            if ctx.needs_input_grad[1]:
+                d_saved = double_backward_op(gg, grad, saved, ctx.p, ctx.from_output)
+            return d_grad, d_saved, None, None
+
+        @staticmethod
+        def jvp(ctx, grad_t, saved_t, *_):
+            grad, saved = ctx.saved_tensors
+            out = None
+            if grad_t is not None:
+                out = Backward.apply(grad_t, saved, ctx.p, ctx.from_output)
+            if saved_t is not None:
+                out = _add(out, double_backward_op(saved_t, grad, saved, ctx.p, ctx.from_output))
+            return out
+
+        @staticmethod
+        def vmap(info, in_dims, grad, saved, p, from_output):
+            gd, sd = in_dims[0], in_dims[1]
+            if gd is not None and gd == sd and grad.shape == saved.shape:
+                return Backward.apply(grad, saved, p, from_output), gd
+            grad, saved = _front(grad, gd, info.batch_size), _front(saved, sd, info.batch_size)
+            return Backward.apply(grad, saved, p, from_output), 0
+
+    Backward.__name__ = Backward.__qualname__ = _camel(op) + "BackwardFunction"
+
+    class Forward(torch.autograd.Function):
+        @classmethod
+        def apply(cls, x, p, inplace=False, input_copy=None):
+            if (inplace and input_copy is None and torch.is_grad_enabled() and x.requires_grad
+                    and not saves_output(op, p, True)):
                 input_copy = x.clone()
-            inplace_op(x, p)
-            ctx.mark_dirty(x)
-            if need_grad:
-                ctx.save_for_backward(x if from_output else input_copy)
-            return x
+            return super().apply(x, p, inplace, input_copy)
+
+        @staticmethod
+        def forward(x, p, inplace=False, input_copy=None):
+            if inplace:
+                inplace_op(x, p)
+                return x
+            return forward_op(x, p)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            x, p, inplace, input_copy = inputs
+            from_output = saves_output(op, p, inplace)
+            if inplace:
+                ctx.mark_dirty(x)
+                saved = output if from_output else input_copy
+            else:
+                saved = output if from_output else x
+            ctx.save_for_backward(saved)
+            ctx.save_for_forward(saved)
+            ctx.p, ctx.from_output, ctx.inplace = p, from_output, inplace
 
         @staticmethod
         def backward(ctx, grad):
             (saved,) = ctx.saved_tensors
-            return backward_op(grad, saved, ctx.p, ctx.from_output), None, None, None
+            return Backward.apply(grad, saved, ctx.p, ctx.from_output), None, None, None
+
+        @staticmethod
+        def jvp(ctx, x_t, *_):
+            (saved,) = ctx.saved_tensors
+            y_t = Backward.apply(x_t, saved, ctx.p, ctx.from_output)
+            if ctx.inplace:  # an in-place call updates the tangent in place too
+                return x_t.copy_(y_t)
+            return y_t
+
+        @staticmethod
+        def vmap(info, in_dims, x, p, inplace=False, input_copy=None):
+            # Elementwise: the batched tensor is the same computation, once.
+            if inplace:
+                inplace_op(x, p)
+                return x, in_dims[0]
+            return Forward.apply(x, p), in_dims[0]
 
     Forward.__name__ = Forward.__qualname__ = _camel(op) + "Function"
     return Forward
 
 
-ReluFunction = _make_elementwise("relu")
-Relu6Function = _make_elementwise("relu6")
-LeakyReluFunction = _make_elementwise("leaky_relu")
-EluFunction = _make_elementwise("elu")
-SigmoidFunction = _make_elementwise("sigmoid")
-TanhFunction = _make_elementwise("tanh")
-SwishFunction = _make_elementwise("swish")
-FUNCTIONS = {
-    "relu": ReluFunction, "relu6": Relu6Function, "leaky_relu": LeakyReluFunction,
-    "elu": EluFunction, "sigmoid": SigmoidFunction, "tanh": TanhFunction, "swish": SwishFunction,
-}
-
-_OUT_OF_PLACE = {name: getattr(ops, name).default for name in SAVES_OUTPUT}
-_IN_PLACE = {name: getattr(ops, name + "_").default for name in SAVES_OUTPUT}
+FUNCTIONS = {op: _make_elementwise(op) for op in ELEMENTWISE_OPS}
+ReluFunction = FUNCTIONS["relu"]
+Relu6Function = FUNCTIONS["relu6"]
+LeakyReluFunction = FUNCTIONS["leaky_relu"]
+EluFunction = FUNCTIONS["elu"]
+SigmoidFunction = FUNCTIONS["sigmoid"]
+TanhFunction = FUNCTIONS["tanh"]
+SwishFunction = FUNCTIONS["swish"]
 
 
-def apply_elementwise(op, x, p, inplace):
-    """Runs elementwise operator `op`.  Out of place: the operator itself (autograd in
-    C++).  In place under autograd: the Function, giving a call whose backward reads the
-    input the copy it needs (made here, under autograd, so that double backward reaches
-    x through it)."""
-    if not inplace:
-        return _OUT_OF_PLACE[op](x, p)
-    if not (torch.is_grad_enabled() and x.requires_grad):
-        _IN_PLACE[op](x, p)  # no graph to record
-        return x
-    function = FUNCTIONS[op]
-    if not SAVES_OUTPUT[op](p):
-        return function.apply(x, p, True, x.clone())
-    return function.apply(x, p, True)
+# ---- prelu / swish_weighted ----------------------------------------------------------
+# The fused kernels give the first-order gradients; derivatives of those, and batches of
+# weights, use the operator's composite formula (NAME_reference, NAME_jvp in C++).
 
+def _make_weighted(op: str):
+    forward_op = getattr(ops, op).default
+    backward_op = getattr(ops, op + "_backward").default
+    reference_op = getattr(ops, op + "_reference").default
+    jvp_op = getattr(ops, op + "_jvp").default
 
-def _make_weighted(op_name):
-    forward_op = getattr(ops, op_name).default
-    backward_op = getattr(ops, op_name + "_backward").default
+    def first_grads(grad, x, weight):
+        """(dx, dweight) from the composite formula: differentiable under torch.func."""
+        _, pullback = torch.func.vjp(reference_op, x, weight)
+        return pullback(grad)
 
-    class WeightedForward(torch.autograd.Function):
+    class Backward(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, weight):
-            if ctx.needs_input_grad[0] or ctx.needs_input_grad[1]:
-                ctx.save_for_backward(x, weight)
+        def forward(grad, x, weight):
+            return backward_op(grad, x, weight, True)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(*inputs)
+            ctx.save_for_forward(*inputs)
+
+        @staticmethod
+        def backward(ctx, g_dx, g_dw):
+            grad, x, weight = ctx.saved_tensors
+            cot = (torch.zeros_like(x) if g_dx is None else g_dx,
+                   torch.zeros_like(weight) if g_dw is None else g_dw)
+            _, pullback = torch.func.vjp(first_grads, grad, x, weight)
+            return pullback(cot)
+
+        @staticmethod
+        def jvp(ctx, grad_t, x_t, w_t):
+            primals = ctx.saved_tensors
+            tangents = tuple(torch.zeros_like(p) if t is None else t
+                             for p, t in zip(primals, (grad_t, x_t, w_t)))
+            return torch.func.jvp(first_grads, primals, tangents)[1]
+
+        @staticmethod
+        def vmap(info, in_dims, grad, x, weight):
+            return torch.func.vmap(first_grads, in_dims)(grad, x, weight), (0, 0)
+
+    Backward.__name__ = Backward.__qualname__ = _camel(op) + "BackwardFunction"
+
+    class Forward(torch.autograd.Function):
+        @staticmethod
+        def forward(x, weight):
             return forward_op(x, weight)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(*inputs)
+            ctx.save_for_forward(*inputs)
 
         @staticmethod
         def backward(ctx, grad):
             x, weight = ctx.saved_tensors
-            needs = ctx.needs_input_grad[:2]
-            if torch.is_grad_enabled():
-                # A graph of the gradient is wanted: the operator's C++ autograd gives
-                # differentiable gradients.
-                with torch.enable_grad():
-                    xi = x if x.requires_grad else x.detach().requires_grad_()
-                    wi = weight if weight.requires_grad else weight.detach().requires_grad_()
-                    dx, dw = torch.autograd.grad(forward_op(xi, wi), (xi, wi), grad,
-                                                 create_graph=True, allow_unused=True)
-            else:
-                dx, dw = backward_op(grad, x, weight, needs[1])
-            return (dx if needs[0] else None), (dw if needs[1] else None)
+            dx, dw = Backward.apply(grad, x, weight)
+            return (dx if ctx.needs_input_grad[0] else None,
+                    dw if ctx.needs_input_grad[1] else None)
 
-    WeightedForward.__name__ = WeightedForward.__qualname__ = _camel(op_name) + "Function"
-    return WeightedForward
+        @staticmethod
+        def jvp(ctx, x_t, w_t):
+            x, weight = ctx.saved_tensors
+            return jvp_op(x, weight, x_t, w_t)
 
+        @staticmethod
+        def vmap(info, in_dims, x, weight):
+            xd, wd = in_dims
+            if wd is None:  # one weight set for the batch: the fused kernel, once
+                x = x.movedim(xd, 0)
+                if x.dim() - 1 >= 2 and weight.numel() > 1:
+                    # channels stay on dim 1: the batch joins the leading dim
+                    merged = x.reshape(-1, *x.shape[2:])
+                    return Forward.apply(merged, weight).view(x.shape), 0
+                return Forward.apply(x, weight), 0
+            return torch.func.vmap(reference_op, in_dims)(x, weight), 0
 
-PreluFunction = _make_weighted("prelu")
-SwishWeightedFunction = _make_weighted("swish_weighted")
-
-
-def weighted_op(name):
-    """The weighted operator `name` (prelu, swish_weighted), whose autograd kernel is in
-    C++ (csrc/autograd.cpp): what fused_act.functional calls."""
-    return getattr(ops, name).default
+    Forward.__name__ = Forward.__qualname__ = _camel(op) + "Function"
+    return Forward
 
 
-# ---- softmax / log_softmax ----------------------------------------------------------
+WEIGHTED_FUNCTIONS = {op: _make_weighted(op) for op in WEIGHTED_OPS}
+PreluFunction = WEIGHTED_FUNCTIONS["prelu"]
+SwishWeightedFunction = WEIGHTED_FUNCTIONS["swish_weighted"]
+
+
+# ---- softmax / log_softmax -------------------------------------------------------------
 # The backward saves only the output y:
-#   softmax:     dx = y * (g - sum(g * y))
-#   log_softmax: dx = g - exp(y) * sum(g)
-# (its own gradient, for double backward, is in csrc/autograd.cpp).
+#   softmax:     dx = y * (g - sum(g * y))      (its Jacobian is symmetric: also the tangent)
+#   log_softmax: dx = g - exp(y) * sum(g)       (tangent: softmax_jvp)
 
-# The operator, with its autograd kernel in C++: what fused_act.functional.softmax /
-# log_softmax call.
-softmax_op = ops.softmax.default
+_softmax_op = ops.softmax.default
 _softmax_backward_op = ops.softmax_backward.default
+
+
+def _batched_dim(dim, logical_ndim):
+    """`dim` of a logical tensor as a dim of the physical one with the batch first."""
+    return dim + 1 if dim >= 0 else dim
+
+
+class SoftmaxBackwardFunction(torch.autograd.Function):
+    @staticmethod
+    def forward(grad, y, dim, log):
+        return _softmax_backward_op(grad, y, dim, log)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        grad, y, dim, log = inputs
+        ctx.save_for_backward(grad, y)
+        ctx.save_for_forward(grad, y)
+        ctx.dim, ctx.log = dim, log
+
+    @staticmethod
+    def backward(ctx, gg):
+        grad, y = ctx.saved_tensors
+        d_grad = d_y = None
+        if ctx.needs_input_grad[0]:
+            d_grad = (ops.softmax_jvp(gg, y, ctx.dim, True) if ctx.log
+                      else SoftmaxBackwardFunction.apply(gg, y, ctx.dim, False))
+        if ctx.needs_input_grad[1]:
+            d_y = ops.softmax_backward_backward(gg, grad, y, ctx.dim, ctx.log)
+        return d_grad, d_y, None, None
+
+    @staticmethod
+    def jvp(ctx, grad_t, y_t, *_):
+        grad, y = ctx.saved_tensors
+        out = None
+        if grad_t is not None:
+            out = SoftmaxBackwardFunction.apply(grad_t, y, ctx.dim, ctx.log)
+        if y_t is not None:
+            out = _add(out, ops.softmax_backward_jvp(y_t, grad, y, ctx.dim, ctx.log))
+        return out
+
+    @staticmethod
+    def vmap(info, in_dims, grad, y, dim, log):
+        grad, y = _front(grad, in_dims[0], info.batch_size), _front(y, in_dims[1], info.batch_size)
+        if grad.dim() == 1:  # 0-d rows: one element each
+            return SoftmaxBackwardFunction.apply(grad[:, None], y[:, None], -1, log)[:, 0], 0
+        return SoftmaxBackwardFunction.apply(grad, y, _batched_dim(dim, grad.dim() - 1), log), 0
 
 
 def _make_softmax(log):
     class Forward(torch.autograd.Function):
         @staticmethod
-        def forward(ctx, x, dim):
-            y = softmax_op(x, dim, log)
-            if ctx.needs_input_grad[0]:
-                ctx.save_for_backward(y)
-            ctx.dim = dim
-            return y
+        def forward(x, dim):
+            return _softmax_op(x, dim, log)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            ctx.save_for_backward(output)
+            ctx.save_for_forward(output)
+            ctx.dim = inputs[1]
 
         @staticmethod
         def backward(ctx, grad):
             (y,) = ctx.saved_tensors
-            return _softmax_backward_op(grad, y, ctx.dim, log), None
+            return SoftmaxBackwardFunction.apply(grad, y, ctx.dim, log), None
+
+        @staticmethod
+        def jvp(ctx, x_t, _):
+            (y,) = ctx.saved_tensors
+            if log:
+                return ops.softmax_jvp(x_t, y, ctx.dim, True)
+            return SoftmaxBackwardFunction.apply(x_t, y, ctx.dim, False)
+
+        @staticmethod
+        def vmap(info, in_dims, x, dim):
+            x = x.movedim(in_dims[0], 0)
+            if x.dim() == 1:
+                return Forward.apply(x[:, None], -1)[:, 0], 0
+            return Forward.apply(x, _batched_dim(dim, x.dim() - 1)), 0
 
     name = "LogSoftmaxFunction" if log else "SoftmaxFunction"
     Forward.__name__ = Forward.__qualname__ = name
@@ -188,8 +352,31 @@ def _make_softmax(log):
 SoftmaxFunction = _make_softmax(False)
 LogSoftmaxFunction = _make_softmax(True)
 
+
+def is_transformed(t) -> bool:
+    """Whether t is wrapped by a torch.func transform (grad/jvp level or vmap batch).
+    (Never while torch.compile traces: the operators are traced as they are.)"""
+    if torch.compiler.is_compiling():
+        return False
+    return isinstance(t, torch.Tensor) and (torch._C._functorch.is_functorch_wrapped_tensor(t)
+                                            or torch._C._functorch.is_batchedtensor(t))
+
+
+def needs_function(t) -> bool:
+    """Whether an operator that saves its output must run as a Function class here:
+    under a torch.func transform, or for a dual tensor (forward AD) that also records a
+    graph: the output a C++ node saves has no tangent yet when it is saved, and
+    forward-over-reverse needs it."""
+    if torch.compiler.is_compiling():
+        return False
+    if is_transformed(t):
+        return True
+    return (isinstance(t, torch.Tensor) and t.requires_grad and torch.is_grad_enabled()
+            and _fwAD._current_level >= 0 and _fwAD.unpack_dual(t).tangent is not None)
+
+
 __all__ = [
     "ReluFunction", "Relu6Function", "LeakyReluFunction", "EluFunction", "SigmoidFunction",
     "TanhFunction", "SwishFunction", "PreluFunction", "SwishWeightedFunction",
-    "SoftmaxFunction", "LogSoftmaxFunction",
+    "SoftmaxFunction", "LogSoftmaxFunction", "SoftmaxBackwardFunction", "saves_output",
 ]

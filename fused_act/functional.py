@@ -5,14 +5,16 @@ kernels.  Other inputs get torch's own result where torch defines one (integer i
 of relu/relu6 stay integer; sigmoid/tanh promote integers to the default float dtype as
 torch does) and otherwise a TypeError naming the operator.
 """
+import numbers
 from typing import Optional, Union
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 from . import _C
 from . import autograd as _ag
-from ._ops import built_with_cuda
+from ._ops import ELEMENTWISE_OPS, WEIGHTED_OPS, built_with_cuda, ops
 
 # Eager calls on plain float tensors go to _C.NAME: the operator torch.ops.fused_act.NAME
 # (same autograd and kernels) called without torch.ops' generic argument parsing.  It
@@ -21,12 +23,41 @@ _compiling = torch.compiler.is_compiling
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _BUILT_WITH_CUDA = built_with_cuda()
+_OUT_OF_PLACE = {op: getattr(ops, op).default for op in ELEMENTWISE_OPS}
+_IN_PLACE = {op: getattr(ops, op + "_").default for op in ELEMENTWISE_OPS}
+_WEIGHTED = {op: getattr(ops, op).default for op in WEIGHTED_OPS}
+_SOFTMAX = ops.softmax.default
+
+
+def _number(name, arg, value):
+    """A float from a Python number, or a TypeError naming the function (as torch's own
+    argument parser gives for a non-number)."""
+    if isinstance(value, numbers.Real):
+        return float(value)
+    if isinstance(value, torch.Tensor) and value.numel() == 1 and not value.requires_grad:
+        return float(value)
+    raise TypeError(f"fused_act.{name}(): argument '{arg}' must be a number, not "
+                    f"{type(value).__name__}")
 
 
 def _check(name, x, torch_fallback=None, promote_integers=False):
-    """Returns the tensor the kernel runs on, or ("torch", result) for torch's own answer."""
+    """Returns the tensor the kernel runs on, or (None, torch's own result) for inputs
+    fused_act leaves to torch: other dtypes, sparse and nested layouts, tensor
+    subclasses (outside torch.compile, whose tracing tensors are subclasses too)."""
     if not isinstance(x, torch.Tensor):
         raise TypeError(f"fused_act.{name}: expected a torch.Tensor as input, got {type(x).__name__}")
+    if x.layout != torch.strided or x.is_nested or (
+            type(x) is not torch.Tensor and not isinstance(x, nn.Parameter) and not _compiling()
+            and not _ag.is_transformed(x)):
+        if torch_fallback is None:
+            raise TypeError(f"fused_act.{name}: {x.layout} / nested / subclass inputs are not "
+                            "supported")
+        try:
+            return None, torch_fallback()
+        except (RuntimeError, NotImplementedError) as err:
+            kind = "nested" if x.is_nested else str(x.layout).replace("torch.", "")
+            raise type(err)(f"fused_act.{name}: no kernel for {kind} inputs, and torch's own "
+                            f"{name} has none either ({err})") from None
     if x.device.type == "cuda" and not _BUILT_WITH_CUDA:
         raise RuntimeError(
             f"fused_act.{name}: the input is on {x.device}, but fused_act was built without "
@@ -49,13 +80,63 @@ def _check(name, x, torch_fallback=None, promote_integers=False):
                     "float32, float64, float16, bfloat16")
 
 
+def _elementwise(op, x, p, inplace):
+    """Runs elementwise operator `op` on a checked tensor.  Ordinary tensors: the
+    operator, whose C++ autograd covers reverse and forward mode and, in place, the
+    dispatcher's version counter and view handling.  Tensors wrapped by a torch.func
+    transform (and dual tensors that record a graph): the autograd.Function (an
+    in-place call writes its result back)."""
+    if _ag.needs_function(x):
+        y = _ag.FUNCTIONS[op].apply(x, p)
+        return x.copy_(y) if inplace else y
+    if inplace:
+        _IN_PLACE[op](x, p)
+        return x
+    return _OUT_OF_PLACE[op](x, p)
+
+
+def _autocast_dtype(x):
+    """The lower-precision dtype autocast is running at for x's device, or None."""
+    dev = x.device.type
+    if dev in ("cpu", "cuda") and torch.is_autocast_enabled(dev):
+        return torch.get_autocast_dtype(dev)
+    return None
+
+
+def _weighted(op, name, x, weight):
+    """prelu / swish with a tensor weight on a checked x."""
+    if not isinstance(weight, torch.Tensor):
+        raise TypeError(f"fused_act.{name}: weight must be a torch.Tensor, got "
+                        f"{type(weight).__name__}")
+    if weight.device != x.device:
+        raise RuntimeError(f"fused_act.{name}: weight is on {weight.device} but the input is on "
+                           f"{x.device}")
+    low = _autocast_dtype(x)
+    if low is not None:
+        if op == "prelu":
+            # As torch's autocast does for prelu (its lower-precision list): float32
+            # arguments run in the autocast dtype.
+            if x.dtype == torch.float32:
+                x = x.to(low)
+            if weight.dtype == torch.float32:
+                weight = weight.to(low)
+        elif weight.dtype != x.dtype:
+            # swish (no torch operator: autocast leaves its input alone, as it leaves
+            # nn.SiLU's): beta follows the input, the output keeps the input's dtype.
+            weight = weight.to(x.dtype)
+        # Either way the weight's gradient comes back in the weight's own dtype.
+    if _ag.is_transformed(x) or _ag.is_transformed(weight):
+        return _ag.WEIGHTED_FUNCTIONS[op].apply(x, weight)
+    return _WEIGHTED[op](x, weight)
+
+
 def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     if not inplace and not _compiling():
         y = _C.relu(input, 0.0)
         if y is not NotImplemented:
             return y
     x, other = _check("relu", input, lambda: F.relu(input, inplace=inplace))
-    return other if x is None else _ag.apply_elementwise("relu", x, 0.0, inplace)
+    return other if x is None else _elementwise("relu", x, 0.0, inplace)
 
 
 def relu_(input: torch.Tensor) -> torch.Tensor:
@@ -68,7 +149,7 @@ def relu6(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         if y is not NotImplemented:
             return y
     x, other = _check("relu6", input, lambda: F.relu6(input, inplace=inplace))
-    return other if x is None else _ag.apply_elementwise("relu6", x, 0.0, inplace)
+    return other if x is None else _elementwise("relu6", x, 0.0, inplace)
 
 
 def leaky_relu(input: torch.Tensor, negative_slope: float = 0.01,
@@ -77,9 +158,10 @@ def leaky_relu(input: torch.Tensor, negative_slope: float = 0.01,
         y = _C.leaky_relu(input, negative_slope)
         if y is not NotImplemented:
             return y
+    slope = _number("leaky_relu", "negative_slope", negative_slope)
     x, other = _check("leaky_relu", input,
                       lambda: F.leaky_relu(input, negative_slope, inplace=inplace))
-    return other if x is None else _ag.apply_elementwise("leaky_relu", x, float(negative_slope), inplace)
+    return other if x is None else _elementwise("leaky_relu", x, slope, inplace)
 
 
 def leaky_relu_(input: torch.Tensor, negative_slope: float = 0.01) -> torch.Tensor:
@@ -91,8 +173,9 @@ def elu(input: torch.Tensor, alpha: float = 1.0, inplace: bool = False) -> torch
         y = _C.elu(input, alpha)
         if y is not NotImplemented:
             return y
+    a = _number("elu", "alpha", alpha)
     x, other = _check("elu", input, lambda: F.elu(input, alpha, inplace=inplace))
-    return other if x is None else _ag.apply_elementwise("elu", x, float(alpha), inplace)
+    return other if x is None else _elementwise("elu", x, a, inplace)
 
 
 def elu_(input: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
@@ -105,14 +188,7 @@ def prelu(input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
         if y is not NotImplemented:
             return y
     x, other = _check("prelu", input, lambda: F.prelu(input, weight))
-    if x is None:
-        return other
-    if not isinstance(weight, torch.Tensor):
-        raise TypeError(f"fused_act.prelu: weight must be a torch.Tensor, got {type(weight).__name__}")
-    if weight.device != x.device:
-        raise RuntimeError(f"fused_act.prelu: weight is on {weight.device} but the input is on "
-                           f"{x.device}")
-    return _ag.weighted_op("prelu")(x, weight)
+    return other if x is None else _weighted("prelu", "prelu", x, weight)
 
 
 def sigmoid(input: torch.Tensor) -> torch.Tensor:
@@ -121,7 +197,7 @@ def sigmoid(input: torch.Tensor) -> torch.Tensor:
         if y is not NotImplemented:
             return y
     x, other = _check("sigmoid", input, lambda: torch.sigmoid(input), promote_integers=True)
-    return other if x is None else _ag.apply_elementwise("sigmoid", x, 0.0, False)
+    return other if x is None else _elementwise("sigmoid", x, 0.0, False)
 
 
 def tanh(input: torch.Tensor) -> torch.Tensor:
@@ -130,7 +206,7 @@ def tanh(input: torch.Tensor) -> torch.Tensor:
         if y is not NotImplemented:
             return y
     x, other = _check("tanh", input, lambda: torch.tanh(input), promote_integers=True)
-    return other if x is None else _ag.apply_elementwise("tanh", x, 0.0, False)
+    return other if x is None else _elementwise("tanh", x, 0.0, False)
 
 
 def silu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
@@ -139,7 +215,7 @@ def silu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
         if y is not NotImplemented:
             return y
     x, other = _check("silu", input, lambda: F.silu(input, inplace=inplace))
-    return other if x is None else _ag.apply_elementwise("swish", x, 1.0, inplace)
+    return other if x is None else _elementwise("swish", x, 1.0, inplace)
 
 
 def swish(input: torch.Tensor, beta: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
@@ -150,12 +226,17 @@ def swish(input: torch.Tensor, beta: Union[float, torch.Tensor] = 1.0) -> torch.
              else _C.swish_weighted(input, beta))
         if y is not NotImplemented:
             return y
+    tensor_beta = isinstance(beta, torch.Tensor)
+    b = beta if tensor_beta else _number("swish", "beta", beta)
     x, other = _check("swish", input, lambda: input * torch.sigmoid(beta * input))
     if x is None:
         return other
-    if isinstance(beta, torch.Tensor):
-        return _ag.weighted_op("swish_weighted")(x, beta)
-    return _ag.apply_elementwise("swish", x, float(beta), False)
+    if tensor_beta:
+        return _weighted("swish_weighted", "swish", x, b)
+    return _elementwise("swish", x, b, False)
+
+
+_INT_DIM_ERROR = "fused_act.{}(): argument 'dim' must be int, not {}"
 
 
 def _softmax_dim(name, x, dim, stacklevel=5):
@@ -163,7 +244,14 @@ def _softmax_dim(name, x, dim, stacklevel=5):
     # warning); mirror torch's choice exactly.
     if dim is None:
         dim = F._get_softmax_dim(name, x.dim(), stacklevel)
-    return int(dim)
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(_INT_DIM_ERROR.format(name, type(dim).__name__))
+    dim = int(dim)
+    n = max(x.dim(), 1)
+    if not -n <= dim < n:  # also dims beyond int64, which the operator cannot take
+        raise IndexError(f"fused_act::{name}: dim {dim} is out of range for a tensor of "
+                         f"{x.dim()} dimension(s) (expected in [{-n}, {n - 1}])")
+    return dim
 
 
 def _softmax(name, log, torch_fn, input, dim, stacklevel, dtype):
@@ -174,15 +262,22 @@ def _softmax(name, log, torch_fn, input, dim, stacklevel, dtype):
         y = _C.softmax(input, dim, log)
         if y is not NotImplemented:
             return y
-    if isinstance(input, torch.Tensor) and dtype is not None:
-        input = input.to(dtype)
+    if isinstance(input, torch.Tensor):
+        if dtype is None and input.is_cuda and torch.is_autocast_enabled("cuda"):
+            # torch's CUDA autocast runs softmax / log_softmax in float32 (dtype set).
+            dtype = torch.float32
+        if dtype is not None:
+            input = input.to(dtype)
     # Frames between the caller and _get_softmax_dim: _softmax, _check and the lambda,
     # _softmax_dim (torch's own count already covers softmax itself).
     x, other = _check(name, input, lambda: torch_fn(input, _softmax_dim(
         name, input, dim, stacklevel + 4)))
     if x is None:
         return other
-    return _ag.softmax_op(x, _softmax_dim(name, x, dim, stacklevel + 2), log)
+    d = _softmax_dim(name, x, dim, stacklevel + 2)
+    if _ag.needs_function(x):
+        return (_ag.LogSoftmaxFunction if log else _ag.SoftmaxFunction).apply(x, d)
+    return _SOFTMAX(x, d, log)
 
 
 def softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int = 3,
@@ -203,3 +298,9 @@ def log_softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int
 
 __all__ = ["relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "prelu",
            "sigmoid", "tanh", "silu", "swish", "softmax", "log_softmax"]
+
+# torch.fx.symbolic_trace records these functions as calls (leaves) instead of tracing
+# into them with Proxy arguments.
+for _name in __all__:
+    torch.fx.wrap(_name)
+del _name
