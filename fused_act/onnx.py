@@ -39,10 +39,6 @@ from ._ops import ops
 
 _OPSET = 18
 
-# The in-place elementwise operators (schema ``NAME_(Tensor(a!) x, float p)``) and their
-# out-of-place forms.
-_INPLACE = ("relu", "relu6", "leaky_relu", "elu", "sigmoid", "tanh", "swish")
-
 _inplace_rule_registered = False
 
 
@@ -137,9 +133,12 @@ def _register_inplace_rule():
             x.copy_(out_of_place(*args, **kwargs))
         return x if func._schema.returns else None
 
-    for name in _INPLACE:
-        if hasattr(ops, name + "_"):
-            torch.library.register_torch_dispatch(f"fused_act::{name}_", FunctionalTensorMode,
+    # Every in-place operator NAME_ (a mutable schema) that has an out-of-place form NAME.
+    for qualname in torch._C._dispatch_get_all_op_names():
+        namespace, _, name = qualname.partition("::")
+        if (namespace == "fused_act" and name.endswith("_") and hasattr(ops, name[:-1])
+                and getattr(ops, name).default._schema.is_mutable):
+            torch.library.register_torch_dispatch(qualname, FunctionalTensorMode,
                                                   functionalize_inplace)
     _inplace_rule_registered = True
 
