@@ -9,7 +9,8 @@ from typing import Optional
 
 from . import autograd, functional
 from ._ops import built_with_cuda, ops
-from .convert import convert, register_converter
+from .convert import convert, register_converter, unconvert
+from .onnx import onnx_translation_table
 from .modules import (ELU, LeakyReLU, LogSoftmax, PReLU, ReLU, ReLU6, SiLU, Sigmoid, Softmax,
                       Swish, Tanh)
 
@@ -70,7 +71,8 @@ def backends() -> dict:
 __all__ = [
     "ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "Sigmoid", "Tanh", "SiLU", "Swish",
     "Softmax", "LogSoftmax",
-    "autograd", "functional", "convert", "register_converter", "backends", "cpu_capability",
+    "autograd", "functional", "convert", "unconvert", "register_converter",
+    "onnx_translation_table", "backends", "cpu_capability",
     "set_cpu_capability", "nontemporal_threshold", "set_nontemporal_threshold", "built_with_cuda",
     "__version__",
 ]

@@ -1,4 +1,8 @@
-"""fused_act.convert: swap the torch.nn activation modules of a model for fused ones."""
+"""fused_act.convert / unconvert: swap the torch.nn activation modules of a model for fused
+ones, and back."""
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple, Type
+
 from torch import nn
 
 from . import modules as M
@@ -12,16 +16,43 @@ _CONVERTERS = {
     nn.Sigmoid: lambda m: M.Sigmoid(),
     nn.Tanh: lambda m: M.Tanh(),
     nn.SiLU: lambda m: M.SiLU(inplace=m.inplace),
-    nn.PReLU: lambda m: _convert_prelu(m),
+    nn.PReLU: lambda m: _convert_prelu(m, M.PReLU),
     nn.Softmax: lambda m: M.Softmax(m.dim),
     nn.LogSoftmax: lambda m: M.LogSoftmax(m.dim),
 }
 
+# fused_act class -> function building the torch.nn module (the inverse of _CONVERTERS).
+_UNCONVERTERS = {
+    M.ReLU: lambda m: nn.ReLU(inplace=m.inplace),
+    M.ReLU6: lambda m: nn.ReLU6(inplace=m.inplace),
+    M.LeakyReLU: lambda m: nn.LeakyReLU(m.negative_slope, inplace=m.inplace),
+    M.ELU: lambda m: nn.ELU(m.alpha, inplace=m.inplace),
+    M.Sigmoid: lambda m: nn.Sigmoid(),
+    M.Tanh: lambda m: nn.Tanh(),
+    M.SiLU: lambda m: nn.SiLU(inplace=m.inplace),
+    M.PReLU: lambda m: _convert_prelu(m, nn.PReLU),
+    M.Softmax: lambda m: nn.Softmax(m.dim),
+    M.LogSoftmax: lambda m: nn.LogSoftmax(m.dim),
+    M.Swish: lambda m: nn.SiLU(),  # only Swish(1.0, trainable=False): see _unconvert_lookup
+}
 
-def _convert_prelu(m):
-    new = M.PReLU(m.num_parameters, m.init, device=m.weight.device, dtype=m.weight.dtype)
+# The hooks of nn.Module: the new module takes the old one's (the same dictionaries, so hook
+# handles taken on the old module still remove their hook).
+_HOOK_ATTRS = ("_is_full_backward_hook", "_forward_hooks", "_forward_hooks_with_kwargs",
+               "_forward_hooks_always_called", "_forward_pre_hooks",
+               "_forward_pre_hooks_with_kwargs", "_backward_hooks", "_backward_pre_hooks",
+               "_state_dict_hooks", "_state_dict_pre_hooks",
+               "_load_state_dict_pre_hooks", "_load_state_dict_post_hooks")
+
+
+def _convert_prelu(m, cls):
+    new = cls(m.num_parameters, m.init, device=m.weight.device, dtype=m.weight.dtype)
     new.weight = m.weight  # the same Parameter: optimizer state and sharing are kept
     return new
+
+
+def _swish_is_silu(m):
+    return not m.trainable and float(m.beta) == 1.0
 
 
 def register_converter(torch_cls, build):
@@ -29,19 +60,182 @@ def register_converter(torch_cls, build):
     _CONVERTERS[torch_cls] = build
 
 
-def convert(model: nn.Module) -> nn.Module:
-    """Replaces, in place, every module whose class is exactly one of torch.nn's
-    activations (ReLU, ReLU6, LeakyReLU, PReLU, ELU, Sigmoid, Tanh, SiLU, Softmax,
-    LogSoftmax, ...) with its
-    fused_act equivalent, keeping settings, parameters and training mode.  Returns the
-    model (or the converted module, when ``model`` itself is an activation)."""
-    build = _CONVERTERS.get(type(model))
-    if build is not None:
-        new = build(model)
-        new.train(model.training)
+def _name(cls):
+    module = cls.__module__
+    if module.startswith("torch.nn"):
+        return f"nn.{cls.__qualname__}"
+    if module.startswith("fused_act"):
+        return f"fused_act.{cls.__qualname__}"
+    return f"{module}.{cls.__qualname__}"
+
+
+@dataclass
+class Replaced:
+    """One module instance that was replaced, at every place (``paths``) it occupied."""
+    old: Type[nn.Module]
+    new: Type[nn.Module]
+    paths: List[str] = field(default_factory=list)
+
+
+@dataclass
+class Kept:
+    """One activation-like module instance left as it was, and why."""
+    cls: Type[nn.Module]
+    reason: str
+    paths: List[str] = field(default_factory=list)
+
+
+@dataclass
+class ConversionReport:
+    """What convert() or unconvert() did.  ``replaced`` and ``kept`` have one entry per
+    module instance (a module used at several places is one entry with several paths;
+    the model itself has the path "")."""
+    replaced: List[Replaced] = field(default_factory=list)
+    kept: List[Kept] = field(default_factory=list)
+
+    def counts(self) -> Dict[Tuple[str, str], int]:
+        """(old class, new class) -> number of module instances replaced."""
+        out: Dict[Tuple[str, str], int] = {}
+        for r in self.replaced:
+            key = (_name(r.old), _name(r.new))
+            out[key] = out.get(key, 0) + 1
+        return out
+
+    def __str__(self):
+        lines = []
+        for (old, new), n in sorted(self.counts().items()):
+            places = sum(len(r.paths) for r in self.replaced
+                         if (_name(r.old), _name(r.new)) == (old, new))
+            lines.append(f"replaced {old} -> {new}: {n} module(s) at {places} place(s)")
+        for k in self.kept:
+            where = ", ".join(p or "<model>" for p in k.paths)
+            lines.append(f"kept {_name(k.cls)} at {where}: {k.reason}")
+        return "\n".join(lines) if lines else "nothing to replace"
+
+
+def _transform(model: nn.Module, lookup: Callable) -> Tuple[nn.Module, ConversionReport]:
+    """Replaces every module ``m`` for which ``lookup(m)`` gives a builder, at every place it
+    occupies (every ``_modules`` slot of every module, not just the first one
+    ``named_children`` lists); a module used at several places becomes one new module used
+    at all of them."""
+    report = ConversionReport()
+    done: Dict[int, Tuple[nn.Module, nn.Module, Optional[object]]] = {}  # id -> old, new, entry
+    walked = set()
+
+    def replace(module, path):
+        key = id(module)
+        if key in done:
+            _, new, entry = done[key]
+            if entry is not None:
+                entry.paths.append(path)
+            return new
+        build, reason = lookup(module)
+        new, entry = module, None
+        if build is not None:
+            new = build(module)
+            new.train(module.training)
+            for attr in _HOOK_ATTRS:
+                if hasattr(module, attr) and hasattr(new, attr):
+                    setattr(new, attr, getattr(module, attr))
+            entry = Replaced(type(module), type(new), [path])
+            report.replaced.append(entry)
+        elif reason is not None:
+            entry = Kept(type(module), reason, [path])
+            report.kept.append(entry)
+        done[key] = (module, new, entry)  # keeps the old module alive: ids stay unique
         return new
-    for name, child in list(model.named_children()):
-        new = convert(child)
-        if new is not child:
-            setattr(model, name, new)
-    return model
+
+    def walk(module, prefix):
+        if id(module) in walked:  # a shared container: its slots are already done
+            return
+        walked.add(id(module))
+        for name, child in list(module._modules.items()):
+            if child is None:
+                continue
+            path = prefix + name
+            new = replace(child, path)
+            if new is not child:
+                module._modules[name] = new
+            walk(new, path + ".")
+
+    root = replace(model, "")
+    walk(root, "")
+    return root, report
+
+
+_FUSED_CLASSES = tuple(getattr(M, name) for name in M.__all__)
+
+
+def _convert_lookup(module):
+    cls = type(module)
+    build = _CONVERTERS.get(cls)
+    if build is not None:
+        return build, None
+    if cls in _FUSED_CLASSES:
+        return None, None  # already fused
+    for torch_cls in _CONVERTERS:
+        if isinstance(module, torch_cls) and not isinstance(module, _FUSED_CLASSES):
+            return None, (f"a subclass of {_name(torch_cls)}, not {_name(torch_cls)} itself: "
+                          "its behaviour may differ, so it is left to the user "
+                          "(fused_act.register_converter teaches convert() a class)")
+    if cls.__module__ == "torch.nn.modules.activation" and cls is not nn.MultiheadAttention:
+        return None, "fused_act has no fused version of this activation"
+    return None, None
+
+
+def _unconvert_lookup(module):
+    cls = type(module)
+    build = _UNCONVERTERS.get(cls)
+    if build is not None:
+        if cls is M.Swish and not _swish_is_silu(module):
+            beta = module.beta.item() if module.trainable else module.beta
+            return None, (f"Swish(beta={beta}, trainable={module.trainable}) has no torch.nn "
+                          "equivalent (only Swish(beta=1.0, trainable=False), nn.SiLU)")
+        return build, None
+    if isinstance(module, _FUSED_CLASSES):
+        return None, ("a subclass of a fused_act module, not the fused_act module itself: "
+                      "left to the user")
+    return None, None
+
+
+def convert(model: nn.Module, *, report: bool = False):
+    """Replaces every module whose class is exactly one of torch.nn's activations (ReLU,
+    ReLU6, LeakyReLU, PReLU, ELU, Sigmoid, Tanh, SiLU, Softmax, LogSoftmax, and the classes
+    given to register_converter) with its fused_act equivalent, keeping its settings, its
+    training mode, its hooks and (PReLU) its very weight Parameter.
+
+    Every place a module occupies is converted: a module instance used several times (the
+    same ``nn.ReLU()`` in several Sequential slots, or an attribute that a submodule also
+    holds) becomes one fused module used at all those places, so sharing is kept.  Modules
+    are changed in place; the model itself is replaced when it is an activation, so use the
+    return value: ``model = fused_act.convert(model)``.  Converting twice changes nothing.
+
+    Left alone: subclasses of the torch.nn classes (their forward may differ; teach
+    convert() with register_converter), torch.nn activations without a fused version
+    (nn.GELU, nn.Hardswish, ...), and modules kept outside ``nn.Module``'s registry (plain
+    lists or dicts of modules).
+
+    With ``report=True`` returns ``(model, report)``: a ConversionReport whose ``replaced``
+    lists each replaced module instance (old class, new class, every path where it sat),
+    ``kept`` each activation-like module left alone with the reason, ``counts()`` the
+    number per (old class, new class); ``print(report)`` gives a summary.
+    """
+    new, rep = _transform(model, _convert_lookup)
+    return (new, rep) if report else new
+
+
+def unconvert(model: nn.Module, *, report: bool = False):
+    """The inverse of convert(): every fused_act module becomes the torch.nn module with the
+    same settings (fused_act.ReLU -> nn.ReLU, ..., PReLU keeping its weight Parameter,
+    Swish(beta=1.0, trainable=False) -> nn.SiLU), at every place it occupies, with sharing,
+    training mode and hooks kept.  A Swish with another beta, or a trainable one, has no
+    torch.nn equivalent and stays (listed in the report's ``kept``).  convert() followed by
+    unconvert() gives a model with the original classes, outputs and state_dict.
+
+    Changes the model in place and returns it (or the new module when the model itself is
+    a fused activation); ``report=True`` returns ``(model, report)`` as convert() does."""
+    new, rep = _transform(model, _unconvert_lookup)
+    return (new, rep) if report else new
+
+
+__all__ = ["convert", "unconvert", "register_converter", "ConversionReport"]

@@ -1,0 +1,221 @@
+"""ONNX export of models that call fused_act: each operator becomes standard ONNX operators.
+
+    import fused_act
+    model = fused_act.convert(model)
+    onnx_program = torch.onnx.export(
+        model, (x,), dynamo=True,
+        custom_translation_table=fused_act.onnx_translation_table())
+
+What each operator becomes (ONNX opset 18 operators, standard domain):
+
+    relu                 Relu
+    relu6                Clip(x, 0, 6)
+    leaky_relu(slope)    LeakyRelu(alpha=slope)
+    prelu(weight)        PRelu(x, weight reshaped to (C, 1, ..., 1)): channels on dim 1, as torch
+    elu(alpha)           Elu(alpha=alpha)
+    sigmoid, tanh        Sigmoid, Tanh
+    swish(beta)          x * Sigmoid(beta * x)   (silu: x * Sigmoid(x))
+    swish_weighted(beta) x * Sigmoid(beta * x), the tensor beta reshaped as PReLU's weight
+    softmax(dim, log)    Softmax(axis=dim) or LogSoftmax(axis=dim)
+
+In-place calls (``inplace=True`` modules, ``relu_``, ...): a functionalized graph would carry
+them as ``auto_functionalized`` nodes, which the ONNX exporter cannot translate.  Building the
+table therefore also registers, once, a rule for torch's FunctionalTensorMode that rewrites
+``NAME_(x, p)`` as ``x.copy_(NAME(x, p))`` -- only while an ONNX export runs
+(``torch.onnx.is_in_onnx_export()``); everywhere else (torch.compile, torch.export) the
+in-place operators are functionalized as before.
+
+onnxscript is imported only when the table is built: fused_act itself does not need it.
+
+The TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``) gets the same
+translations from ``register_legacy_symbolics()`` (opset 15 and later), for out-of-place
+calls only: a traced in-place call has no representation there, and the export fails.
+"""
+from typing import Callable, Dict
+
+import torch
+
+from ._ops import ops
+
+_OPSET = 18
+
+_inplace_rule_registered = False
+
+
+def _translations(op) -> Dict[str, Callable]:
+    """Operator name -> function building its ONNX graph (traced by the exporter with
+    ONNX values for tensors and Python values for the scalar arguments)."""
+
+    def constant_like(value, x):
+        return op.CastLike(op.Constant(value_float=float(value)), x)
+
+    def rank(x, name):
+        shape = x.shape
+        if shape is None:
+            raise ValueError(f"fused_act.onnx: {name} needs the rank of its input to place "
+                             "the per-channel weight on dim 1; the exported graph does not "
+                             "know it")
+        return len(shape)
+
+    def channel_weight(x, weight, name):
+        """weight (one value, or one per channel of dim 1) shaped to broadcast against x
+        the way torch.prelu broadcasts it."""
+        weight = op.CastLike(weight, x)
+        r = rank(x, name)
+        if r >= 2:
+            shape = [-1] + [1] * (r - 2)
+        else:  # no channel dim: one value for everything, as torch requires
+            shape = [1] * r
+        return op.Reshape(weight, op.Constant(value_ints=shape))
+
+    def swish(x, beta):
+        if isinstance(beta, float):
+            scaled = x if beta == 1.0 else op.Mul(constant_like(beta, x), x)
+        else:
+            scaled = op.Mul(beta, x)
+        return op.Mul(x, op.Sigmoid(scaled))
+
+    def relu(x, p: float):
+        return op.Relu(x)
+
+    def relu6(x, p: float):
+        return op.Clip(x, constant_like(0.0, x), constant_like(6.0, x))
+
+    def leaky_relu(x, p: float):
+        return op.LeakyRelu(x, alpha=float(p))
+
+    def elu(x, p: float):
+        return op.Elu(x, alpha=float(p))
+
+    def sigmoid(x, p: float):
+        return op.Sigmoid(x)
+
+    def tanh(x, p: float):
+        return op.Tanh(x)
+
+    def swish_float(x, p: float):
+        return swish(x, float(p))
+
+    def prelu(x, weight):
+        return op.PRelu(x, channel_weight(x, weight, "prelu"))
+
+    def swish_weighted(x, weight):
+        return swish(x, channel_weight(x, weight, "swish_weighted"))
+
+    def softmax(x, dim: int, log: bool):
+        fn = op.LogSoftmax if log else op.Softmax
+        if rank(x, "softmax") == 0:  # torch allows dim 0 / -1 on a scalar
+            flat = op.Reshape(x, op.Constant(value_ints=[1]))
+            return op.Reshape(fn(flat, axis=0), op.Constant(value_ints=[]))
+        return fn(x, axis=int(dim))
+
+    return {
+        "relu": relu, "relu6": relu6, "leaky_relu": leaky_relu, "elu": elu,
+        "sigmoid": sigmoid, "tanh": tanh, "swish": swish_float,
+        "prelu": prelu, "swish_weighted": swish_weighted, "softmax": softmax,
+    }
+
+
+def _register_inplace_rule():
+    """Lets an ONNX export functionalize the in-place operators into their out-of-place
+    forms (see the module docstring)."""
+    global _inplace_rule_registered
+    if _inplace_rule_registered:
+        return
+    from torch._subclasses.functional_tensor import FunctionalTensorMode
+
+    def functionalize_inplace(mode, func, types, args, kwargs):
+        if not torch.onnx.is_in_onnx_export():
+            return mode.__torch_dispatch__(func, types, args, kwargs)
+        out_of_place = getattr(ops, func._schema.name.split("::")[1][:-1]).default
+        x = args[0]
+        with mode:
+            x.copy_(out_of_place(*args, **kwargs))
+        return x if func._schema.returns else None
+
+    # Every in-place operator NAME_ (a mutable schema) that has an out-of-place form NAME.
+    for qualname in torch._C._dispatch_get_all_op_names():
+        namespace, _, name = qualname.partition("::")
+        if (namespace == "fused_act" and name.endswith("_") and hasattr(ops, name[:-1])
+                and getattr(ops, name).default._schema.is_mutable):
+            torch.library.register_torch_dispatch(qualname, FunctionalTensorMode,
+                                                  functionalize_inplace)
+    _inplace_rule_registered = True
+
+
+def onnx_translation_table() -> Dict[torch._ops.OpOverload, Callable]:
+    """The ``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True)``: every
+    fused_act operator mapped to standard ONNX operators (see this module's docstring).
+    Needs the ``onnxscript`` package (imported here, not by fused_act)."""
+    try:
+        from onnxscript import opset18
+    except ImportError as err:
+        raise ImportError("fused_act.onnx_translation_table: ONNX export needs the onnxscript "
+                          "package (pip install onnxscript onnx)") from err
+    _register_inplace_rule()
+    table = {}
+    for name, fn in _translations(opset18).items():
+        if hasattr(ops, name):
+            table[getattr(ops, name).default] = fn
+    return table
+
+
+def _legacy_symbolics():
+    from torch.onnx import symbolic_helper as sh
+
+    def const(g, value, like):
+        return g.op("CastLike", g.op("Constant", value_t=torch.tensor(float(value))), like)
+
+    def scalar(p):
+        return sh._get_const(p, "f", "p")
+
+    def channel_weight(g, x, weight, name):
+        r = sh._get_tensor_rank(x)
+        if r is None:
+            raise RuntimeError(f"fused_act.onnx: {name} needs the rank of its input to place "
+                               "the per-channel weight on dim 1; the traced graph does not "
+                               "know it")
+        shape = [-1] + [1] * (r - 2) if r >= 2 else [1] * r
+        weight = g.op("CastLike", weight, x)
+        return g.op("Reshape", weight,
+                    g.op("Constant", value_t=torch.tensor(shape, dtype=torch.int64)))
+
+    def swish(g, x, beta):
+        return g.op("Mul", x, g.op("Sigmoid", g.op("Mul", beta, x)))
+
+    def softmax(g, x, dim, log):
+        dim, log = sh._get_const(dim, "i", "dim"), sh._get_const(log, "b", "log")
+        if sh._get_tensor_rank(x) == 0:
+            flat = g.op("Reshape", x, g.op("Constant", value_t=torch.tensor([1])))
+            y = g.op("LogSoftmax" if log else "Softmax", flat, axis_i=0)
+            return g.op("Reshape", y, g.op("Constant",
+                                           value_t=torch.tensor([], dtype=torch.int64)))
+        return g.op("LogSoftmax" if log else "Softmax", x, axis_i=dim)
+
+    return {
+        "relu": lambda g, x, p: g.op("Relu", x),
+        "relu6": lambda g, x, p: g.op("Clip", x, const(g, 0.0, x), const(g, 6.0, x)),
+        "leaky_relu": lambda g, x, p: g.op("LeakyRelu", x, alpha_f=scalar(p)),
+        "elu": lambda g, x, p: g.op("Elu", x, alpha_f=scalar(p)),
+        "sigmoid": lambda g, x, p: g.op("Sigmoid", x),
+        "tanh": lambda g, x, p: g.op("Tanh", x),
+        "swish": lambda g, x, p: swish(g, x, const(g, scalar(p), x)),
+        "prelu": lambda g, x, w: g.op("PRelu", x, channel_weight(g, x, w, "prelu")),
+        "swish_weighted": lambda g, x, w: swish(g, x, channel_weight(g, x, w, "swish_weighted")),
+        "softmax": softmax,
+    }
+
+
+LEGACY_OPSET = 15  # CastLike
+
+
+def register_legacy_symbolics() -> None:
+    """Registers, for ``torch.onnx.export(..., dynamo=False)`` at opset 15 and later, the
+    ONNX translation of every out-of-place fused_act operator (the same operators as
+    onnx_translation_table()).  Calling it again changes nothing."""
+    for name, fn in _legacy_symbolics().items():
+        if hasattr(ops, name):
+            torch.onnx.register_custom_op_symbolic(f"fused_act::{name}", fn, LEGACY_OPSET)
+
+
+__all__ = ["onnx_translation_table", "register_legacy_symbolics"]
