@@ -189,33 +189,91 @@ const KernelTable* active_kernels() { return active_table().load(); }
 const KernelTable* streaming_kernels(Storage st) { return streaming_table(st); }
 
 namespace {
-// The size of the largest CPU cache (Linux sysfs: "32768K"), or 32 MiB where unknown.
-int64_t last_level_cache_bytes() {
-  int64_t largest = 0;
-  for (int i = 0; i < 8; ++i) {
-    std::ifstream f("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i) + "/size");
-    int64_t size = 0;
-    char unit = 0;
-    if (!(f >> size)) continue;
-    f >> unit;
-    if (unit == 'K') size <<= 10;
-    if (unit == 'M') size <<= 20;
-    if (unit == 'G') size <<= 30;
-    largest = std::max(largest, size);
+// One data (or unified) cache of cpu0 and the number of logical CPUs that share it.
+struct CacheLevel {
+  int64_t bytes;
+  int64_t sharers;
+};
+
+// The number of CPUs in a sysfs CPU list ("0-7,64-71"); 0 if it does not parse.
+int64_t count_cpu_list(const std::string& list) {
+  int64_t count = 0;
+  size_t i = 0;
+  while (i < list.size()) {
+    size_t end = list.find(',', i);
+    if (end == std::string::npos) end = list.size();
+    const std::string part = list.substr(i, end - i);
+    const size_t dash = part.find('-');
+    try {
+      if (dash == std::string::npos)
+        count += 1;
+      else
+        count += std::stoll(part.substr(dash + 1)) - std::stoll(part.substr(0, dash)) + 1;
+    } catch (...) {
+      return 0;
+    }
+    i = end + 1;
   }
-  return largest > 0 ? largest : int64_t(32) << 20;
+  return count;
 }
 
-int64_t default_nontemporal_threshold() { return last_level_cache_bytes() / 4 * 3; }
+// cpu0's data and unified caches from Linux sysfs (size "32768K", shared_cpu_list);
+// where unknown, one 32 MiB cache of its own.  Read once.
+const std::vector<CacheLevel>& data_caches() {
+  static const std::vector<CacheLevel> levels = [] {
+    std::vector<CacheLevel> found;
+    for (int i = 0; i < 8; ++i) {
+      const std::string dir = "/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(i);
+      std::ifstream type_file(dir + "/type"), size_file(dir + "/size"),
+          shared_file(dir + "/shared_cpu_list");
+      std::string type, shared;
+      int64_t size = 0;
+      char unit = 0;
+      if (!(type_file >> type) || type == "Instruction" || !(size_file >> size)) continue;
+      size_file >> unit;
+      if (unit == 'K') size <<= 10;
+      if (unit == 'M') size <<= 20;
+      if (unit == 'G') size <<= 30;
+      const int64_t sharers = (shared_file >> shared) ? count_cpu_list(shared) : 0;
+      if (size > 0) found.push_back({size, std::max<int64_t>(1, sharers)});
+    }
+    if (found.empty()) found.push_back({int64_t(32) << 20, 1});
+    return found;
+  }();
+  return levels;
+}
 
-std::atomic<int64_t>& nontemporal_threshold_bytes() {
-  static std::atomic<int64_t> bytes{default_nontemporal_threshold()};
+// The cache that `threads` threads get: of each level, their share of it (size x
+// threads / the CPUs sharing it, at most all of it).  A cache shared by several cores (an
+// L3 per CCX on AMD, per socket on Intel) is not one thread's alone: other threads and
+// processes fill it too.
+int64_t cache_share(int64_t threads) {
+  int64_t total = 0;
+  for (const CacheLevel& c : data_caches())
+    total += c.bytes / c.sharers * std::min(std::max<int64_t>(threads, 1), c.sharers);
+  return total;
+}
+
+// The default threshold for a call run by `threads` threads: 3/4 of the cache they get.
+int64_t default_nontemporal_threshold(int64_t threads) { return cache_share(threads) / 4 * 3; }
+
+// The threshold set with set_nontemporal_threshold, or -1 for the default rule.
+std::atomic<int64_t>& nontemporal_threshold_set() {
+  static std::atomic<int64_t> bytes{-1};
   return bytes;
 }
 }  // namespace
 
-bool nontemporal_output(int64_t traffic_bytes) {
-  return traffic_bytes > nontemporal_threshold_bytes().load(std::memory_order_relaxed);
+bool nontemporal_output(int64_t traffic_bytes, int64_t tasks) {
+  const int64_t set = nontemporal_threshold_set().load(std::memory_order_relaxed);
+  if (set >= 0) return traffic_bytes > set;
+  // The threads at::parallel_for will use: one inside a parallel region, otherwise at
+  // most one per task.  A cheap test first: below one thread's share nothing streams.
+  static const int64_t one_thread = default_nontemporal_threshold(1);
+  if (traffic_bytes <= one_thread) return false;
+  const int64_t threads =
+      at::in_parallel_region() ? 1 : std::min<int64_t>(at::get_num_threads(), tasks);
+  return traffic_bytes > default_nontemporal_threshold(threads);
 }
 
 void nontemporal_fence() {
@@ -225,11 +283,13 @@ void nontemporal_fence() {
 }
 }  // namespace cpu
 
-int64_t nontemporal_threshold() { return cpu::nontemporal_threshold_bytes().load(); }
+int64_t nontemporal_threshold() {
+  const int64_t set = cpu::nontemporal_threshold_set().load();
+  return set >= 0 ? set : cpu::default_nontemporal_threshold(at::get_num_threads());
+}
 
 void set_nontemporal_threshold(int64_t bytes) {
-  cpu::nontemporal_threshold_bytes().store(bytes < 0 ? cpu::default_nontemporal_threshold()
-                                                     : bytes);
+  cpu::nontemporal_threshold_set().store(bytes < 0 ? -1 : bytes);
 }
 
 using namespace cpu;
@@ -237,12 +297,15 @@ using namespace cpu;
 namespace {
 // Whether a kernel writing `out` (not in place: no shared memory with any input) with
 // `traffic` bytes read and written in all should use non-temporal stores.
+// `tasks` is the number of pieces at::parallel_for may split the call into.
 bool nt_output(const at::Tensor& out, std::initializer_list<const at::Tensor*> inputs,
-               int64_t traffic) {
+               int64_t traffic, int64_t tasks) {
   for (const at::Tensor* t : inputs)
     if (t->data_ptr() == out.data_ptr()) return false;
-  return nontemporal_output(traffic);
+  return nontemporal_output(traffic, tasks);
 }
+
+int64_t tasks_of(int64_t n) { return (n + kGrain - 1) / kGrain; }
 }  // namespace
 
 void CpuKernels::forward(Act act, const at::Tensor& x, const at::Tensor& y, double p) {
@@ -260,7 +323,7 @@ void CpuKernels::forward(Act act, const at::Tensor& x, const at::Tensor& y, doub
   }
   const KernelTable* k = active_table().load();
   const Storage st = storage_of(x.scalar_type());
-  const bool nt = nt_output(y, {&x}, 2 * x.nbytes());
+  const bool nt = nt_output(y, {&x}, 2 * x.nbytes(), tasks_of(n));
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     k->forward(act, st, at_offset<const void>(x, b), at_offset<void>(y, b), e - b, float(p), nt);
     if (nt) nontemporal_fence();
@@ -288,7 +351,7 @@ void CpuKernels::backward(Act act, const at::Tensor& g, const at::Tensor& s, con
   const Storage st = storage_of(g.scalar_type());
   const KernelTable* k =
       streaming(act, saved_is_output) ? streaming_table(st) : active_table().load();
-  const bool nt = nt_output(dx, {&g, &s}, 3 * g.nbytes());
+  const bool nt = nt_output(dx, {&g, &s}, 3 * g.nbytes(), tasks_of(n));
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     k->backward(act, st, at_offset<const void>(g, b), at_offset<const void>(s, b),
                 at_offset<void>(dx, b), e - b, float(p), saved_is_output, nt);
@@ -317,7 +380,7 @@ void CpuKernels::weighted_forward(Act act, const at::Tensor& x, const at::Tensor
   }
   const KernelTable* k = active_table().load();
   const Storage st = storage_of(x.scalar_type());
-  const bool nt = nt_output(y, {&x}, 2 * x.nbytes());
+  const bool nt = nt_output(y, {&x}, 2 * x.nbytes(), tasks_of(n));
   if (short_runs(inner, channels)) {
     const WeightPattern pat = weight_pattern(wp, inner, channels);
     at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
@@ -349,7 +412,7 @@ void CpuKernels::weighted_backward(Act act, const at::Tensor& g, const at::Tenso
   const KernelTable* k = active_table().load();
   const bool is_double = x.scalar_type() == at::kDouble;
   const Storage st = is_double ? Storage::f32 : storage_of(x.scalar_type());
-  const bool nt = !is_double && nt_output(dx, {&g, &x}, 3 * x.nbytes());
+  const bool nt = !is_double && nt_output(dx, {&g, &x}, 3 * x.nbytes(), tasks_of(n));
 
   if (!is_double && short_runs(inner, channels)) {
     // Fixed blocks of pieces, each summing its weight-gradient terms per phase of the

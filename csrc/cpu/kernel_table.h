@@ -65,12 +65,14 @@ const KernelTable* active_kernels();
 // place of 512-bit ones for float32 (see elementwise.cpp).
 const KernelTable* streaming_kernels(Storage st);
 
-// Whether a kernel that reads and writes `traffic_bytes` in all should write its output
-// with non-temporal stores: when that traffic exceeds nontemporal_threshold() (by default
-// 3/4 of the last-level cache), the output would leave the cache before anyone reads it,
-// and a non-temporal store saves the read of each output line that a cached store makes
-// first: a third of the traffic of a one-in-one-out kernel.
-bool nontemporal_output(int64_t traffic_bytes);
+// Whether a kernel that reads and writes `traffic_bytes` in all, split by at::parallel_for
+// into at most `tasks` pieces, should write its output with non-temporal stores: when that
+// traffic exceeds nontemporal_threshold() (by default 3/4 of the cache the threads that
+// run it get: their share of each cache level, see elementwise.cpp), the output would
+// leave the cache before anyone reads it, and a non-temporal store saves the read of each
+// output line that a cached store makes first: a third of the traffic of a one-in-one-out
+// kernel.
+bool nontemporal_output(int64_t traffic_bytes, int64_t tasks);
 
 // Orders the non-temporal stores this thread made before its later stores (an sfence on
 // x86; nothing where the kernels make none): called once at the end of a thread's share

@@ -17,6 +17,8 @@ namespace {
 constexpr int64_t kGrain = 32768;  // elements per task
 
 int64_t row_grain(int64_t n) { return std::max<int64_t>(1, kGrain / n); }
+// The pieces at::parallel_for may split `rows` rows of n into.
+int64_t row_tasks(int64_t rows, int64_t n) { return (rows + row_grain(n) - 1) / row_grain(n); }
 
 cpu::Storage storage_of(at::ScalarType t) {
   switch (t) {
@@ -156,7 +158,7 @@ void CpuKernels::softmax_forward(const at::Tensor& x, const at::Tensor& y, int64
   }
   const cpu::KernelTable* k = cpu::active_kernels();
   const cpu::Storage st = storage_of(x.scalar_type());
-  const bool nt = cpu::nontemporal_output(2 * x.nbytes());
+  const bool nt = cpu::nontemporal_output(2 * x.nbytes(), row_tasks(rows, n));
   at::parallel_for(0, rows, row_grain(n), [&](int64_t b, int64_t e) {
     k->softmax_forward(st, log, row_ptr<const void>(x, b, n), row_ptr<void>(y, b, n), e - b, n, nt);
     if (nt) cpu::nontemporal_fence();
@@ -180,7 +182,7 @@ void CpuKernels::softmax_backward(const at::Tensor& g, const at::Tensor& y, cons
   }
   const cpu::Storage st = storage_of(g.scalar_type());
   const cpu::KernelTable* k = cpu::streaming_kernels(st);
-  const bool nt = cpu::nontemporal_output(3 * g.nbytes());
+  const bool nt = cpu::nontemporal_output(3 * g.nbytes(), row_tasks(rows, n));
   at::parallel_for(0, rows, row_grain(n), [&](int64_t b, int64_t e) {
     k->softmax_backward(st, log, row_ptr<const void>(g, b, n), row_ptr<const void>(y, b, n),
                         row_ptr<void>(dx, b, n), e - b, n, nt);
