@@ -54,8 +54,8 @@ std::string cpu_capability();
 void set_cpu_capability(const std::string& name);
 
 // The traffic (bytes read and written by one call) above which the CPU kernels write
-// float outputs with non-temporal stores; by default 3/4 of the last-level cache.  A
-// negative value restores the default.
+// float outputs with non-temporal stores; by default 3/4 of the calling threads' share of
+// the caches (cpu/elementwise.cpp).  A negative value restores the default.
 int64_t nontemporal_threshold();
 void set_nontemporal_threshold(int64_t bytes);
 

@@ -31,8 +31,9 @@ def set_cpu_capability(name: str) -> None:
 def nontemporal_threshold() -> int:
     """Bytes of traffic (read and written by one call) above which the CPU kernels write
     outputs with non-temporal stores, which skip reading each output line first.
-    The default is 3/4 of the CPU's last-level cache: above it the output would leave the
-    cache before it is read again."""
+    The default is 3/4 of the cache the call's threads get (each cache level's size times
+    the share of the CPUs sharing it that the threads use): above it the output would leave
+    the cache before it is read again."""
     return ops.nontemporal_threshold()
 
 
