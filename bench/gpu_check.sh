@@ -128,8 +128,25 @@ SAN_K="(test_softmax_odd_rows_and_storage_offsets and 1025 and float32) or (test
 RACE_K="(test_softmax_odd_rows_and_storage_offsets and 4097 and float32 and False) or (test_weighted_channel_index_and_weight_gradient and float32 and prelu) or (test_softmax_along_a_middle_dim and float32 and False)"
 
 BUILD=(env FUSED_ACT_CUDA=1 "TORCH_CUDA_ARCH_LIST=$ARCH" "MAX_JOBS=$JOBS" "$PY" setup.py build_ext --inplace)
-TESTS=("$PY" -m pytest -q -p no:cacheprovider "${XDIST[@]}" tests/test_cuda.py
-       tests/test_activations.py tests/test_softmax.py tests/test_integration.py -k "cuda or test_cuda")
+if (( ${#XDIST[@]} )); then
+  TESTS=("$PY" -m pytest -q -p no:cacheprovider "${XDIST[@]}" tests/test_cuda.py
+         tests/test_activations.py tests/test_softmax.py tests/test_integration.py -k "cuda or test_cuda")
+else
+  # No pytest-xdist: one pytest process per file, in parallel, each with its own log.
+  cat > "$OUT/parallel_tests.sh" <<EOS
+#!/usr/bin/env bash
+pids=()
+for f in test_cuda test_activations test_softmax test_integration; do
+  "$PY" -m pytest -q -p no:cacheprovider "tests/\$f.py" -k "cuda or test_cuda" > "$OUT/tests_\$f.log" 2>&1 &
+  pids+=(\$!)
+done
+rc=0
+for p in "\${pids[@]}"; do wait "\$p" || rc=1; done
+tail -n 3 "$OUT"/tests_*.log
+exit \$rc
+EOS
+  TESTS=(bash "$OUT/parallel_tests.sh")
+fi
 MEMCHECK=(env PYTORCH_NO_CUDA_MEMORY_CACHING=1 "$SANITIZER" --tool memcheck --error-exitcode 9
           --target-processes all "$PY" -m pytest -q -p no:cacheprovider -x "$SAN_TESTS" -k "$SAN_K")
 RACECHECK=("$SANITIZER" --tool racecheck --error-exitcode 9 --target-processes all
