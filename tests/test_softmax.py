@@ -34,7 +34,7 @@ LENGTHS = [
     1025,    # CPU: blocked / cached, with tails; CUDA: block per row, shared-memory cache
     4096,    # CPU: two blocks / longest cached row; CUDA: shared memory, 128-bit accesses
     8193,    # CPU: blocked with a short last block / online; CUDA: shared memory, peeled tail
-    70001,   # CPU: 35 blocks / online; CUDA: block per row, cached in shared memory
+    70001,   # CPU: 35 blocks / online; CUDA: block per row, partly cached in shared memory
     300000,  # CPU: 64 blocks of 4688 / online (float32 only); CUDA: no shared memory
 ]
 LONGEST = 300000
