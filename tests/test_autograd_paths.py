@@ -87,13 +87,15 @@ def _outcome(fn):
         return "raised", type(err)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("act,setting", INPLACE)
-def test_inplace_bumps_version_counter_like_torch(act, setting):
+def test_inplace_bumps_version_counter_like_torch(act, setting, device):
     for entry, ours, theirs in _inplace_entry_points(act, setting):
+        ours, theirs = (f.to(device) if isinstance(f, nn.Module) else f for f in (ours, theirs))
         results = []
         for fn in (ours, theirs):
-            w = torch.ones(4, requires_grad=True)
-            x = torch.tensor([-1.0, 2.0, 0.5, -3.0])
+            w = torch.ones(4, requires_grad=True, device=device)
+            x = torch.tensor([-1.0, 2.0, 0.5, -3.0], device=device)
             z = (x * w).sum()      # mul saves x for the gradient of w
             v = x._version
             fn(x)
@@ -199,11 +201,12 @@ def test_inplace_forward_ad(act, setting):
 
 # ---- forward mode ---------------------------------------------------------------------
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32], ids=str)
 @pytest.mark.parametrize("act,setting", CASES)
-def test_forward_ad_dual_tensors(act, setting, dtype):
+def test_forward_ad_dual_tensors(act, setting, dtype, device):
     import torch.autograd.forward_ad as fwAD
-    x, t = _input(dtype=dtype), _input(dtype=dtype, seed=1)
+    x, t = _input(dtype=dtype, device=device), _input(dtype=dtype, device=device, seed=1)
     ours, theirs = _fns(act, setting, x)
     tangents = []
     for fn in (ours, theirs):
