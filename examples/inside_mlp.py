@@ -292,7 +292,10 @@ def plot_dead(results: Dict, out: str) -> str:
         ax.bar(pos - 0.2, 100 * np.array(t) / np.array(widths), 0.4, label="torch.nn")
         ax.bar(pos + 0.2, 100 * np.array(f) / np.array(widths), 0.4, label="fused_act")
         for p, (a, b, w) in enumerate(zip(t, f, widths)):
-            ax.text(p, 100 * max(a, b) / w + 1, f"{a}|{b}", ha="center", fontsize=7)
+            ax.annotate(f"{a}|{b}", (p, 100 * max(a, b) / w), xytext=(0, 2),
+                        textcoords="offset points", ha="center", fontsize=7)
+        top = max(100 * np.maximum(np.array(t), np.array(f)) / np.array(widths))
+        ax.set_ylim(0, 1.15 * max(1.0, top))
         ax.set_xticks(pos, [f"{k + 1}\n({w})" for k, w in enumerate(widths)], fontsize=7)
         ax.set_xlabel("hidden layer (width)")
         ax.set_ylabel("dead neurons, %")
