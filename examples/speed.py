@@ -190,12 +190,15 @@ def plot(results: Dict, batch: int, repeats: int, out: str) -> str:
             for b, v in zip(bars, ratio):
                 ax.text(b.get_x() + b.get_width() / 2, v + 0.02, f"{v:.2f}", ha="center",
                         fontsize=7)
+        top = max(results[n][key][o] / results[n][key]["fused_act"]
+                  for n in names for o in ("hand-written", "torch.nn"))
+        ax.set_ylim(0, 1.3 * max(top, 1.0))  # room for the legend above the bars
         ax.axhline(1.0, color="k", linewidth=0.8)
         ax.set_xticks(pos, names)
         ax.set_ylabel("speed-up of fused_act (above 1: faster)")
         ax.set_title(title, fontsize=10)
         ax.grid(alpha=0.3, axis="y")
-        ax.legend(fontsize=8)
+        ax.legend(fontsize=8, loc="upper center", ncol=2)
     fig.suptitle(f"fused_act against the tutorials' hand-written activations and torch.nn; "
                  f"median of {repeats} interleaved rounds, {torch.get_num_threads()} thread(s)")
     fig.tight_layout()

@@ -70,7 +70,7 @@ def full_gradient(model: nn.Sequential, linears, x, y) -> np.ndarray:
 def train(model: nn.Sequential, data, epochs: int) -> Dict[str, np.ndarray]:
     x_train, y_train, x_test, y_test = data
     linears = [m for m in model if isinstance(m, nn.Linear)]
-    opt = torch.optim.Adam(model.parameters(), lr=LR)
+    opt = torch.optim.Adam(model.parameters(), lr=LR, foreach=True)  # fewer calls per step
     order = torch.Generator().manual_seed(ORDER_SEED)
     loss_curve, acc_curve, grads = [], [], []
     for _ in range(epochs):
@@ -186,7 +186,7 @@ def summary(results: Dict, epochs: int, out: str) -> str:
 def main(argv=None) -> Dict:
     args = common.parser(__doc__.splitlines()[0]).parse_args(argv)
     out = common.setup(args)
-    epochs = 3 if args.quick else 300
+    epochs = 3 if args.quick else 200
     results = run(epochs)
     png = plot(results, epochs, out)
     txt = summary(results, epochs, out)
