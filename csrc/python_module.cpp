@@ -80,6 +80,26 @@ template <Act A> struct Fast {
   }
 };
 
+// NAME_(x: Tensor, p: float) -> x, in place (through the dispatcher: version counter,
+// autograd history, inference-tensor check).
+template <Act A> struct FastInplace {
+  static PyObject* call(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+    HANDLE_TH_ERRORS
+    if (nargs != 2 || !PyFloat_Check(args[1])) return not_implemented();
+    const at::Tensor* x = fast_tensor(args[0]);
+    if (x == nullptr) return not_implemented();
+    const double p = PyFloat_AS_DOUBLE(args[1]);
+    static const auto op = find_op<sig::Inplace>(std::string(act_name(A)) + "_");
+    {
+      pybind11::gil_scoped_release no_gil;
+      op.call(*x, p);
+    }
+    Py_INCREF(args[0]);
+    return args[0];
+    END_HANDLE_TH_ERRORS
+  }
+};
+
 // prelu / swish_weighted(x: Tensor, weight: Tensor) -> Tensor
 template <const char* kName>
 PyObject* fast_weighted(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
@@ -131,6 +151,12 @@ PyMethodDef methods[] = {
    METH_FASTCALL, "fused_act::" #name " on a plain tensor, else NotImplemented"},
     FA_FOR_EACH_ACTIVATION(FA_METHOD)
 #undef FA_METHOD
+#define FA_INPLACE_METHOD(name, F)                                               \
+  {#name "_", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(        \
+                  &FastInplace<Act::name>::call)),                               \
+   METH_FASTCALL, "fused_act::" #name "_ on a plain tensor, else NotImplemented"},
+    FA_FOR_EACH_ACTIVATION(FA_INPLACE_METHOD)
+#undef FA_INPLACE_METHOD
 #define FA_WEIGHTED_METHOD(name, F, op)                                                \
   {#op, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(                    \
             &fast_weighted<kWeightedName_##op>)),                                          \

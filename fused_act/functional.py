@@ -131,8 +131,8 @@ def _weighted(op, name, x, weight):
 
 
 def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    if not inplace and not _compiling():
-        y = _C.relu(input, 0.0)
+    if not _compiling():
+        y = (_C.relu_ if inplace else _C.relu)(input, 0.0)
         if y is not NotImplemented:
             return y
     x, other = _check("relu", input, lambda: F.relu(input, inplace=inplace))
@@ -144,8 +144,8 @@ def relu_(input: torch.Tensor) -> torch.Tensor:
 
 
 def relu6(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    if not inplace and not _compiling():
-        y = _C.relu6(input, 0.0)
+    if not _compiling():
+        y = (_C.relu6_ if inplace else _C.relu6)(input, 0.0)
         if y is not NotImplemented:
             return y
     x, other = _check("relu6", input, lambda: F.relu6(input, inplace=inplace))
@@ -154,8 +154,8 @@ def relu6(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
 
 def leaky_relu(input: torch.Tensor, negative_slope: float = 0.01,
                inplace: bool = False) -> torch.Tensor:
-    if not inplace and not _compiling():
-        y = _C.leaky_relu(input, negative_slope)
+    if not _compiling():
+        y = (_C.leaky_relu_ if inplace else _C.leaky_relu)(input, negative_slope)
         if y is not NotImplemented:
             return y
     slope = _number("leaky_relu", "negative_slope", negative_slope)
@@ -169,8 +169,8 @@ def leaky_relu_(input: torch.Tensor, negative_slope: float = 0.01) -> torch.Tens
 
 
 def elu(input: torch.Tensor, alpha: float = 1.0, inplace: bool = False) -> torch.Tensor:
-    if not inplace and not _compiling():
-        y = _C.elu(input, alpha)
+    if not _compiling():
+        y = (_C.elu_ if inplace else _C.elu)(input, alpha)
         if y is not NotImplemented:
             return y
     a = _number("elu", "alpha", alpha)
@@ -210,8 +210,8 @@ def tanh(input: torch.Tensor) -> torch.Tensor:
 
 
 def silu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    if not inplace and not _compiling():
-        y = _C.swish(input, 1.0)
+    if not _compiling():
+        y = (_C.swish_ if inplace else _C.swish)(input, 1.0)
         if y is not NotImplemented:
             return y
     x, other = _check("silu", input, lambda: F.silu(input, inplace=inplace))
