@@ -124,7 +124,7 @@ def kernel_tables(rows):
     for phase in PHASES:
         present = [c for c in COMPETITORS
                    if any(c in v for k, v in idx.items() if k[2] == phase)]
-        headers = ["op", "size", "fused_act", "+-", "GB/s", "%copy"]
+        headers = ["op", "size", "fused_act", "+-", "GB/s", "%copy", "pf/call"]
         for c in present:
             headers += [c, f"vs {c}"]
         headers += ["torch %copy", "copy GB/s"]
@@ -134,7 +134,9 @@ def kernel_tables(rows):
                 continue
             f = impls["fused_act"]
             line = [label, fmt_size(size), fmt_time(f["median_s"]), f"{spread(f):.0%}",
-                    f"{f['gbps']:.1f}", f"{f['frac_copy']:.0%}"]
+                    f"{f['gbps']:.1f}", f"{f['frac_copy']:.0%}",
+                    "-" if f.get("page_faults_per_call") is None
+                    else f"{f['page_faults_per_call']:.0f}"]
             for c in present:
                 r = impls.get(c)
                 line += [fmt_time(r["median_s"]) if r else "-",
@@ -147,7 +149,9 @@ def kernel_tables(rows):
         "\nTimes are medians per call; +- is half the min-max range relative to the median.\n"
         "GB/s = bytes an ideal kernel moves / time (forward: read x + write y; backward: "
         "read grad + saved tensor, write dx; fwd+bwd: both); %copy = that bandwidth as a "
-        "fraction of torch.empty_like(x).copy_(x) timed in the same rounds.\n"
+        "fraction of torch.empty_like(x).copy_(x) timed in the same rounds; pf/call = "
+        "fused_act's minor page faults per call (fresh pages of new outputs; see "
+        "--steady-alloc).\n"
         "'vs X' = time of X / time of fused_act (above 1: fused_act is faster).")
     return "\n".join(out)
 

@@ -386,7 +386,8 @@ def bench_size(act, setting, first_setting, n, device, dtype, args, clock, row=R
                                                                                     number))(b))
                           for name, b in fwd_only.items()]
             cands.append(Candidate("copy", copy_measure))
-            times = interleaved(cands, args.repeats, args.min_time)
+            faults = {}
+            times = interleaved(cands, args.repeats, args.min_time, faults=faults)
             stats = {name: summarize(t) for name, t in times.items()}
             copy_gbps = 2 * n * es / stats["copy"]["median_s"] / 1e9
             moved = BYTES_PER_ELEMENT[phase] * n * es
@@ -406,6 +407,7 @@ def bench_size(act, setting, first_setting, n, device, dtype, args, clock, row=R
                     "input_bytes": n * es,
                     "agrees_with_torch": None if is_copy else agrees.get(name),
                     "first_call_s": first_call_s.get(name) if name == "compiled" else None,
+                    "page_faults_per_call": faults.get(name),
                 })
     return rows, first_call_s.get("compiled")
 
