@@ -10,12 +10,14 @@ forward, backward and forward+backward are timed for:
     fused_act   fused_act.functional.<op>
     torch       the table's reference (what torch users call today)
     composite   the hand-written composition from the table (a tutorial's version)
-    compiled    torch.compile of the torch reference (--no-compile skips it)
+    compiled    torch.compile of the torch reference, per shape (--no-compile skips it)
+    onnxruntime ONNX Runtime on the exported reference, forward only (when installed)
     copy        torch.empty_like(x).copy_(x): the bandwidth yardstick of the same run
 Reported: median time per call with its spread, effective bandwidth (bytes read + written
 by an ideal kernel / time), that bandwidth as a fraction of the copy's, the speed of
 fused_act relative to each competitor, and the bytes each implementation keeps for
-backward.  Then a training loop of a small MLP, torch modules against fused_act.convert().
+backward.  Then training loops: a small MLP per activation, and the models of
+bench/models.py, torch modules against fused_act.convert() and torch.compile.
 Results go to --out (default bench/results/): JSON, CSV and PNG plots.
 """
 import argparse
@@ -476,7 +478,7 @@ def main(argv=None):
             tag = f"{act.name}[{setting.id}]" + (f"[row={row}]" if reduces_rows(act) else "")
             ort_session = None
             if use_ort:
-                try:  # exported once per op and setting, with a dynamic first dim
+                try:  # exported once per op and setting, with dynamic dimensions
                     ort_session = ortbench.Session(act, setting, torch.get_num_threads())
                 except Exception as err:
                     progress.write(f"note: ONNX Runtime left out for {tag}: "
