@@ -5,7 +5,7 @@ import os
 from collections import OrderedDict
 
 PHASES = ("forward", "backward", "fwd+bwd")
-COMPETITORS = ("torch", "composite", "compiled")
+COMPETITORS = ("torch", "composite", "compiled", "onnxruntime")
 FRAC_COPY_CLIP = 3.0  # upper limit of the y axis of the bandwidth plot
 
 
@@ -85,6 +85,18 @@ def _index(rows):
 
 # ---------------------------------------------------------------- terminal
 
+def _compile_text(env):
+    setup = env.get("compile_setup")
+    if not env.get("compile") or not setup:
+        return "off"
+    return f"on (per shape, {setup['partitioner']} partitioner)"
+
+
+def _ort_text(env):
+    o = env.get("onnxruntime")
+    return f"{o['version']} (forward, float32)" if o else "off"
+
+
 def header(env):
     caps = env.get("fused_act_backends", {}).get("cpu_capability")
     dev = env["device_name"]
@@ -94,7 +106,10 @@ def header(env):
     text = (f"fused_act {env['fused_act_version']} vs torch {env['torch_version']} on "
             f"{env['device']} ({dev}), {env['dtype']}\n"
             f"sizes (elements): {sizes}; {env['repeats']} interleaved measurements per "
-            f"implementation; torch.compile {'on' if env['compile'] else 'off'}")
+            f"implementation; torch.compile {_compile_text(env)}"
+            f"; ONNX Runtime {_ort_text(env)}; allocator: "
+            + ("steady (glibc mmap off, no trim)" if env.get("steady_alloc")
+               else "glibc defaults"))
     load, cores = env.get("load_average_1min"), env.get("usable_cores")
     if env["device"] == "cpu" and load is not None and cores and load > 0.5 * cores:
         text += (f"\nnote: the machine is busy (load average {load:.1f} on {cores} cores "
@@ -105,10 +120,11 @@ def header(env):
 
 def kernel_tables(rows):
     idx = _index(rows)
-    present = [c for c in COMPETITORS if any(c in v for v in idx.values())]
     out = []
     for phase in PHASES:
-        headers = ["op", "size", "fused_act", "+-", "GB/s", "%copy"]
+        present = [c for c in COMPETITORS
+                   if any(c in v for k, v in idx.items() if k[2] == phase)]
+        headers = ["op", "size", "fused_act", "+-", "GB/s", "%copy", "pf/call"]
         for c in present:
             headers += [c, f"vs {c}"]
         headers += ["torch %copy", "copy GB/s"]
@@ -118,7 +134,9 @@ def kernel_tables(rows):
                 continue
             f = impls["fused_act"]
             line = [label, fmt_size(size), fmt_time(f["median_s"]), f"{spread(f):.0%}",
-                    f"{f['gbps']:.1f}", f"{f['frac_copy']:.0%}"]
+                    f"{f['gbps']:.1f}", f"{f['frac_copy']:.0%}",
+                    "-" if f.get("page_faults_per_call") is None
+                    else f"{f['page_faults_per_call']:.0f}"]
             for c in present:
                 r = impls.get(c)
                 line += [fmt_time(r["median_s"]) if r else "-",
@@ -131,7 +149,9 @@ def kernel_tables(rows):
         "\nTimes are medians per call; +- is half the min-max range relative to the median.\n"
         "GB/s = bytes an ideal kernel moves / time (forward: read x + write y; backward: "
         "read grad + saved tensor, write dx; fwd+bwd: both); %copy = that bandwidth as a "
-        "fraction of torch.empty_like(x).copy_(x) timed in the same rounds.\n"
+        "fraction of torch.empty_like(x).copy_(x) timed in the same rounds; pf/call = "
+        "fused_act's minor page faults per call (fresh pages of new outputs; see "
+        "--steady-alloc).\n"
         "'vs X' = time of X / time of fused_act (above 1: fused_act is faster).")
     return "\n".join(out)
 
@@ -192,27 +212,67 @@ def mlp_table(mlp_rows, env):
             + render(headers, body, align="ll" + "r" * (len(headers) - 2)) + f"\n{note}")
 
 
-def tables(rows, mlp_rows, env):
-    parts = [kernel_tables(rows), saved_table(rows), mlp_table(mlp_rows, env)]
+def models_table(model_rows, env):
+    if not model_rows:
+        return ""
+    cuda = env["device"] == "cuda"
+    variants = [v for v in ("torch", "fused_act", "compiled")
+                if any(f"{v}_steps_per_s" in m for m in model_rows)]
+    headers = ["model"] + [f"{v} steps/s" for v in variants]
+    headers += ["fused/torch"] + (["fused/compiled"] if "compiled" in variants else [])
+    headers += ["torch act mem", "fused act mem"]
+    if cuda:
+        headers += [f"{v} peak" for v in variants]
+    headers += ["compile s", "same loss"]
+    body = []
+    for m in model_rows:
+        sps = {v: m.get(f"{v}_steps_per_s") for v in variants}
+        line = [m["model"]] + [f"{sps[v]:.2f}" if sps[v] else "-" for v in variants]
+        line.append(fmt_ratio(sps["fused_act"] / sps["torch"]))
+        if "compiled" in variants:
+            line.append(fmt_ratio(sps["fused_act"] / sps["compiled"]) if sps["compiled"]
+                        else "-")
+        line += [fmt_bytes(m["torch_saved_bytes"]), fmt_bytes(m["fused_act_saved_bytes"])]
+        if cuda:
+            line += [fmt_bytes(m.get(f"{v}_peak_bytes")) for v in variants]
+        line += [f"{m['compile_s']:.1f}" if m.get("compile_s") is not None else "-",
+                 "yes" if m["loss_match"] else "NO"]
+        body.append(line)
+    notes = "\n".join(f"  {m['model']}: {m['description']}; fused_act modules: "
+                      f"{m['fused_modules'] or '(none)'}" for m in model_rows)
+    return ("\n== end to end: training steps/s (median, SGD), torch.nn vs fused_act.convert() "
+            "vs torch.compile of the torch model ==\n"
+            + render(headers, body, align="l" + "r" * (len(headers) - 1)) + "\n" + notes
+            + "\nact mem = bytes saved for backward by one forward (parameters excluded); "
+            "compile s = the compiled model's first training step")
+
+
+def tables(rows, mlp_rows, env, model_rows=()):
+    parts = [kernel_tables(rows), saved_table(rows), mlp_table(mlp_rows, env),
+             models_table(model_rows, env)]
     bad = sorted({(r["op"], r["impl"]) for r in rows if r.get("agrees_with_torch") is False})
     if bad:
         parts.append("\nWARNING: outputs or gradients differ from torch's beyond the dtype "
                      "tolerance for: " + ", ".join(f"{o}/{i}" for o, i in bad))
     if env.get("compile_time_s"):
-        parts.append("\ntorch.compile, first forward+backward (s): " + ", ".join(
-            f"{k} {v:.1f}" for k, v in env["compile_time_s"].items()))
+        parts.append("\ntorch.compile, compile time = first forward+backward of each "
+                     "per-shape compilation (s), not in any figure above:\n  " + "\n  ".join(
+                         f"{k}: " + ", ".join(f"{fmt_size(int(n))} {v:.1f}"
+                                              for n, v in per.items())
+                         for k, per in env["compile_time_s"].items()))
     return "\n".join(p for p in parts if p)
 
 
 # ---------------------------------------------------------------- files
 
-def write_files(out_dir, env, rows, mlp_rows, plot=True):
+def write_files(out_dir, env, rows, mlp_rows, plot=True, model_rows=()):
     os.makedirs(out_dir, exist_ok=True)
     stem = os.path.join(out_dir, f"{env['device']}-{env['dtype']}")
     paths = []
 
     with open(stem + ".json", "w") as f:
-        json.dump({"environment": env, "kernels": rows, "mlp": mlp_rows}, f, indent=1)
+        json.dump({"environment": env, "kernels": rows, "mlp": mlp_rows,
+                   "models": list(model_rows)}, f, indent=1)
     paths.append(stem + ".json")
 
     if rows:
@@ -228,6 +288,14 @@ def write_files(out_dir, env, rows, mlp_rows, plot=True):
             w.writeheader()
             w.writerows(mlp_rows)
         paths.append(stem + "-mlp.csv")
+
+    if model_rows:
+        fields = list(OrderedDict((k, None) for m in model_rows for k in m))
+        with open(stem + "-models.csv", "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=fields)
+            w.writeheader()
+            w.writerows(model_rows)
+        paths.append(stem + "-models.csv")
 
     if plot and rows:
         paths += plot_files(stem, env, rows)

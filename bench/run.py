@@ -10,15 +10,18 @@ forward, backward and forward+backward are timed for:
     fused_act   fused_act.functional.<op>
     torch       the table's reference (what torch users call today)
     composite   the hand-written composition from the table (a tutorial's version)
-    compiled    torch.compile of the torch reference (--no-compile skips it)
+    compiled    torch.compile of the torch reference, per shape (--no-compile skips it)
+    onnxruntime ONNX Runtime on the exported reference, forward only (when installed)
     copy        torch.empty_like(x).copy_(x): the bandwidth yardstick of the same run
 Reported: median time per call with its spread, effective bandwidth (bytes read + written
 by an ideal kernel / time), that bandwidth as a fraction of the copy's, the speed of
 fused_act relative to each competitor, and the bytes each implementation keeps for
-backward.  Then a training loop of a small MLP, torch modules against fused_act.convert().
+backward.  Then training loops: a small MLP per activation, and the models of
+bench/models.py, torch modules against fused_act.convert() and torch.compile.
 Results go to --out (default bench/results/): JSON, CSV and PNG plots.
 """
 import argparse
+import contextlib
 import datetime
 import inspect
 import os
@@ -33,6 +36,11 @@ ROOT = os.path.dirname(HERE)
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
+import alloc  # noqa: E402
+
+# Before torch is imported, so that every allocation of the run is served the same way.
+STEADY_ALLOC = alloc.steady() if "--steady-alloc" in sys.argv[1:] else None
+
 import torch  # noqa: E402
 
 try:
@@ -42,6 +50,9 @@ except ImportError:  # running from a checkout that is built in place but not in
     import fused_act  # noqa: E402
 from fused_act import table  # noqa: E402
 
+import compiled as compiled_setup  # noqa: E402
+import models  # noqa: E402
+import ortbench  # noqa: E402
 import report  # noqa: E402
 from mlp import run_mlp  # noqa: E402
 from timing import Candidate, Clock, interleaved, saved_bytes, summarize  # noqa: E402
@@ -96,6 +107,18 @@ def parse_args(argv=None):
     p.add_argument("--compile", dest="compile", action=argparse.BooleanOptionalAction,
                    default=None, help="include torch.compile of the torch reference "
                                       "(default: on, off with --quick)")
+    p.add_argument("--compile-partitioner", choices=compiled_setup.PARTITIONERS,
+                   default="eager-saves",
+                   help="how torch.compile splits forward and backward: eager-saves keeps "
+                        "what eager autograd keeps; min-cut is torch.compile's stock "
+                        "partitioner (see bench/README.md)")
+    p.add_argument("--ort", dest="ort", action=argparse.BooleanOptionalAction, default=True,
+                   help="include ONNX Runtime (CPU, float32, forward only) when onnx and "
+                        "onnxruntime are installed")
+    p.add_argument("--steady-alloc", action="store_true",
+                   help="serve every allocation from glibc's heap and never return it to "
+                        "the OS (mallopt M_MMAP_MAX=0, M_TRIM_THRESHOLD=2 GiB), so that a new "
+                        "output does not page-fault on fresh pages; off: glibc's defaults")
     p.add_argument("--rows", default=DEFAULT_SOFTMAX_ROWS,
                    help="row lengths for softmax/log_softmax, comma-separated (the other "
                         f"ops use rows of {ROW})")
@@ -108,7 +131,10 @@ def parse_args(argv=None):
     p.add_argument("--min-time", type=float, default=None,
                    help="seconds one measurement lasts at least (default 0.005, quick 0.002)")
     p.add_argument("--no-mlp", dest="mlp", action="store_false",
-                   help="skip the end-to-end MLP training benchmark")
+                   help="skip the end-to-end training benchmarks (MLP per op and the models)")
+    p.add_argument("--models", default=None,
+                   help="comma-separated end-to-end models, from " + ",".join(models.MODELS)
+                        + " (default: all; none with --quick unless named)")
     p.add_argument("--mlp-steps", type=int, default=None,
                    help="training steps per MLP measurement (default 10, quick 2)")
     p.add_argument("--no-plot", dest="plot", action="store_false", help="write no PNG")
@@ -122,6 +148,14 @@ def parse_args(argv=None):
         args.min_time = 0.002 if args.quick else 0.005
     if args.mlp_steps is None:
         args.mlp_steps = 2 if args.quick else 10
+    if args.models is None:
+        args.models = [] if args.quick else list(models.MODELS)
+    else:
+        args.models = [m.strip() for m in args.models.split(",") if m.strip()]
+        unknown = [m for m in args.models if m not in models.MODELS]
+        if unknown:
+            p.error(f"--models: unknown {', '.join(unknown)}; available: "
+                    + ", ".join(models.MODELS))
     if args.repeats < 1:
         p.error("--repeats must be at least 1")
     args.sizes = [parse_size(s) for s in args.sizes.split(",")] if args.sizes else None
@@ -207,6 +241,11 @@ def environment(args, device, dtype, sizes) -> dict:
         "repeats": args.repeats,
         "min_time_s": args.min_time,
         "compile": bool(args.compile),
+        "compile_setup": ({"dynamic": False, "per_shape": True,
+                           "partitioner": args.compile_partitioner,
+                           "recompiles_checked": True} if args.compile else None),
+        "steady_alloc": STEADY_ALLOC,
+        "onnxruntime": ortbench.describe() if args.ort else None,
         "quick": bool(args.quick),
         "bytes_per_element_moved": BYTES_PER_ELEMENT,
     }
@@ -240,17 +279,9 @@ def composite_for(act, kwargs, first_setting: bool):
     return None
 
 
-def make_compiled(act):
-    """torch.compile of the reference, once per activation: the batch dimension is marked
-    dynamic so that every size reuses one compiled graph."""
-    torch._dynamo.reset()  # fresh caches per op: no recompile limit reached across ops
-    # The backward is timed on a retained graph, which a compiled backward that donates
-    # its saved buffers refuses to run twice.
-    torch._functorch.config.donated_buffer = False
-    return torch.compile(act.reference)
-
-
 def implementations(act, kwargs, first_setting, compiled):
+    """Every implementation of one activation with one setting; ``compiled`` is the
+    per-shape torch.compile of the reference with these arguments (or None)."""
     impls = {
         "fused_act": lambda x: act.fused(x, **kwargs),
         "torch": lambda x: act.reference(x, **kwargs),
@@ -259,7 +290,7 @@ def implementations(act, kwargs, first_setting, compiled):
     if comp is not None:
         impls["composite"] = comp
     if compiled is not None:
-        impls["compiled"] = lambda x: compiled(x, **kwargs)
+        impls["compiled"] = compiled
     return impls
 
 
@@ -286,23 +317,39 @@ def check_agreement(impls, x, g, dtype):
     return agrees, dropped, first_call_s
 
 
-def bench_size(act, setting, first_setting, n, device, dtype, compiled, args, clock,
-               row=ROW):
+def bench_size(act, setting, first_setting, n, device, dtype, args, clock, row=ROW,
+               compile_options=None, ort_session=None):
     """All rows of one activation at one size (in rows of `row` elements)."""
     shape = shape_for(n, row)
     gen = torch.Generator(device=device).manual_seed(n)
     x = torch.randn(shape, generator=gen, device=device, dtype=dtype, requires_grad=True)
     g = torch.randn(shape, generator=gen, device=device, dtype=dtype)
     x_plain = x.detach()
-    if compiled is not None and len(shape) == 2 and shape[0] > 1:
-        torch._dynamo.mark_dynamic(x, 0)
     kwargs = setting.kwargs(x)
+    compiled = None
+    if compile_options is not None:
+        # Compiled for this shape and these arguments alone (static shapes); its first
+        # forward+backward, in check_agreement, is the compilation, timed apart.
+        compiled = compiled_setup.compile_fn(lambda t: act.reference(t, **kwargs),
+                                             compile_options)
     impls = implementations(act, kwargs, first_setting, compiled)
     agrees, dropped, first_call_s = check_agreement(impls, x, g, dtype)
     if "fused_act" in dropped:
         raise RuntimeError(f"fused_act.functional.{act.name} failed on {device}/{dtype}")
     for name in dropped:
         impls.pop(name)
+    # Forward only: ONNX Runtime on the same input's memory (see ortbench.py).
+    fwd_only = {}
+    if ort_session is not None:
+        try:
+            fwd_only["onnxruntime"] = ort_session.bind(x_plain)
+            y_ort = fwd_only["onnxruntime"].output()
+            rtol, atol = CHECK_TOL.get(dtype, (1e-2, 1e-2))
+            agrees["onnxruntime"] = bool(torch.allclose(
+                y_ort.float(), act.reference(x_plain, **kwargs).float(), rtol, atol))
+        except Exception as err:
+            warnings.warn(f"onnxruntime failed and is left out: {type(err).__name__}: {err}")
+            fwd_only.clear()
 
     def copy():
         return torch.empty_like(x_plain).copy_(x_plain)
@@ -329,29 +376,41 @@ def bench_size(act, setting, first_setting, n, device, dtype, compiled, args, cl
 
     es = x.element_size()
     rows = []
-    for phase in PHASES:
-        cands = [Candidate(name, builders[phase](fn)) for name, fn in impls.items()]
-        cands.append(Candidate("copy", copy_measure))
-        times = interleaved(cands, args.repeats, args.min_time)
-        stats = {name: summarize(t) for name, t in times.items()}
-        copy_gbps = 2 * n * es / stats["copy"]["median_s"] / 1e9
-        moved = BYTES_PER_ELEMENT[phase] * n * es
-        fused_t = stats["fused_act"]["median_s"]
-        number = {c.name: c.number for c in cands}
-        for name, st in stats.items():
-            is_copy = name == "copy"
-            b = 2 * n * es if is_copy else moved
-            gbps = b / st["median_s"] / 1e9
-            rows.append({
-                "op": act.name, "setting": setting.id, "row": row, "size": n,
-                "shape": "x".join(map(str, shape)), "phase": phase, "impl": name,
-                **st, "calls_per_sample": number[name], "bytes_moved": b,
-                "gbps": gbps, "copy_gbps": copy_gbps, "frac_copy": gbps / copy_gbps,
-                "fused_speedup": None if is_copy else st["median_s"] / fused_t,
-                "saved_bytes": None if is_copy else saved[name],
-                "input_bytes": n * es,
-                "agrees_with_torch": None if is_copy else agrees.get(name),
-            })
+    # No compilation may happen from here on: dynamo raises on a recompile, and its count
+    # of compiled graphs is compared before and after.
+    guard = (compiled_setup.guard(f"{act.name} n={n}") if compiled is not None
+             else contextlib.nullcontext())
+    with guard:
+        for phase in PHASES:
+            cands = [Candidate(name, builders[phase](fn)) for name, fn in impls.items()]
+            if phase == "forward":
+                cands += [Candidate(name, (lambda b: lambda number: clock.time_loop(b.run,
+                                                                                    number))(b))
+                          for name, b in fwd_only.items()]
+            cands.append(Candidate("copy", copy_measure))
+            faults = {}
+            times = interleaved(cands, args.repeats, args.min_time, faults=faults)
+            stats = {name: summarize(t) for name, t in times.items()}
+            copy_gbps = 2 * n * es / stats["copy"]["median_s"] / 1e9
+            moved = BYTES_PER_ELEMENT[phase] * n * es
+            fused_t = stats["fused_act"]["median_s"]
+            number = {c.name: c.number for c in cands}
+            for name, st in stats.items():
+                is_copy = name == "copy"
+                b = 2 * n * es if is_copy else moved
+                gbps = b / st["median_s"] / 1e9
+                rows.append({
+                    "op": act.name, "setting": setting.id, "row": row, "size": n,
+                    "shape": "x".join(map(str, shape)), "phase": phase, "impl": name,
+                    **st, "calls_per_sample": number[name], "bytes_moved": b,
+                    "gbps": gbps, "copy_gbps": copy_gbps, "frac_copy": gbps / copy_gbps,
+                    "fused_speedup": None if is_copy else st["median_s"] / fused_t,
+                    "saved_bytes": saved.get(name),
+                    "input_bytes": n * es,
+                    "agrees_with_torch": None if is_copy else agrees.get(name),
+                    "first_call_s": first_call_s.get(name) if name == "compiled" else None,
+                    "page_faults_per_call": faults.get(name),
+                })
     return rows, first_call_s.get("compiled")
 
 
@@ -404,25 +463,33 @@ def main(argv=None):
     env = environment(args, device, dtype, sizes)
     clock = Clock(device)
 
+    compile_options = compiled_setup.setup(args.compile_partitioner) if args.compile else None
+    use_ort = args.ort and ortbench.usable(device, dtype)
     print(report.header(env), flush=True)
-    total = len(jobs) * len(sizes) + (len(acts) if args.mlp else 0)
+    if args.ort and not use_ort:
+        print(f"note: ONNX Runtime left out: {ortbench.why_not(device, dtype)}", flush=True)
+    total = (len(jobs) * len(sizes) + (len(acts) if args.mlp else 0)
+             + (len(args.models) if args.mlp else 0))
     progress = _Progress(total, "bench")
-    rows, compile_s, mlp_rows, failures = [], {}, [], []
+    rows, compile_s, mlp_rows, model_rows, failures = [], {}, [], [], []
     t_start = time.time()
     try:
         for act, setting, first, row in jobs:
             tag = f"{act.name}[{setting.id}]" + (f"[row={row}]" if reduces_rows(act) else "")
-            compiled = None
-            if args.compile:
-                # Compiled once per op and dtype; the time of the first call (the actual
-                # compilation) is reported separately, never inside the measurements.
-                compiled = make_compiled(act)
+            ort_session = None
+            if use_ort:
+                try:  # exported once per op and setting, with dynamic dimensions
+                    ort_session = ortbench.Session(act, setting, torch.get_num_threads())
+                except Exception as err:
+                    progress.write(f"note: ONNX Runtime left out for {tag}: "
+                                   f"{type(err).__name__}: {err}")
             for n in sizes:
                 progress.set(f"{tag} n=2^{n.bit_length() - 1}"
                              if n & (n - 1) == 0 else f"{tag} n={n}")
                 try:
-                    new, first_compiled_s = bench_size(act, setting, first, n, device, dtype,
-                                                       compiled, args, clock, row)
+                    new, first_compiled_s = bench_size(
+                        act, setting, first, n, device, dtype, args, clock, row,
+                        compile_options=compile_options, ort_session=ort_session)
                 except Exception as err:  # report it, finish the other rows, exit non-zero
                     failures.append(f"{tag} n={n}: "
                                     f"{type(err).__name__}: {err}")
@@ -430,8 +497,8 @@ def main(argv=None):
                     progress.update()
                     continue
                 rows += new
-                if first_compiled_s is not None and n == sizes[0]:
-                    compile_s[tag] = round(first_compiled_s, 2)
+                if first_compiled_s is not None:
+                    compile_s.setdefault(tag, {})[n] = round(first_compiled_s, 2)
                 progress.update()
         if args.mlp:
             for act in acts:
@@ -444,14 +511,26 @@ def main(argv=None):
                     failures.append(f"MLP {act.name}: {type(err).__name__}: {err}")
                     progress.write("FAILED " + failures[-1])
                 progress.update()
+            for name in args.models:
+                progress.set(f"model {name}")
+                try:
+                    model_rows.append(models.run_model(
+                        name, device, dtype, args.mlp_steps,
+                        repeats=max(3, args.repeats // 2 + 1), warmup=1 if args.quick else 2,
+                        compile_options=compile_options))
+                except Exception as err:
+                    failures.append(f"model {name}: {type(err).__name__}: {err}")
+                    progress.write("FAILED " + failures[-1])
+                progress.update()
     finally:
         progress.close()
     env["wall_time_s"] = round(time.time() - t_start, 1)
-    env["compile_time_s"] = compile_s  # first forward+backward call of torch.compile
+    env["compile_time_s"] = compile_s  # first forward+backward call, per op and size
     env["failures"] = failures
 
-    print(report.tables(rows, mlp_rows, env))
-    paths = report.write_files(args.out, env, rows, mlp_rows, plot=args.plot)
+    print(report.tables(rows, mlp_rows, env, model_rows))
+    paths = report.write_files(args.out, env, rows, mlp_rows, plot=args.plot,
+                               model_rows=model_rows)
     print("\nWritten:")
     for p in paths:
         print(f"  {os.path.relpath(p)}")

@@ -67,8 +67,18 @@ class Candidate:
         self.number = int(min(max_number, max(1, math.ceil(min_time / once))))
 
 
+def minor_faults() -> int:
+    """Minor page faults of this process so far (0 where getrusage is missing)."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return 0
+    return resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+
+
 def interleaved(candidates: List[Candidate], repeats: int, min_time: float,
-                warmup: int = 1) -> Dict[str, List[float]]:
+                warmup: int = 1, faults: Optional[Dict[str, float]] = None
+                ) -> Dict[str, List[float]]:
     """Warms up and calibrates every candidate, then measures each once per round for
     ``repeats`` rounds, in an order shuffled every round (seeded, so runs are repeatable):
     no candidate always goes first after a pause or always follows the same candidate,
@@ -78,10 +88,16 @@ def interleaved(candidates: List[Candidate], repeats: int, min_time: float,
     times: Dict[str, List[float]] = {c.name: [] for c in candidates}
     rng = random.Random(len(candidates) * 1000 + repeats)
     order = list(candidates)
+    faulted = {c.name: 0 for c in candidates}
     for _ in range(repeats):
         rng.shuffle(order)
         for cand in order:
+            before = minor_faults()
             times[cand.name].append(cand.measure(cand.number))
+            faulted[cand.name] += minor_faults() - before
+    if faults is not None:  # minor page faults per call (fresh pages of new outputs)
+        for cand in candidates:
+            faults[cand.name] = faulted[cand.name] / (repeats * cand.number)
     return times
 
 

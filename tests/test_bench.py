@@ -12,6 +12,10 @@ BENCH = os.path.join(ROOT, "bench")
 OPS = ("relu", "silu")  # one op saving its output, one saving its input
 
 
+def _has_onnxruntime():
+    return all(importlib.util.find_spec(m) is not None for m in ("onnx", "onnxruntime"))
+
+
 def _load_run_module(monkeypatch):
     monkeypatch.syspath_prepend(BENCH)
     spec = importlib.util.spec_from_file_location("bench_run", os.path.join(BENCH, "run.py"))
@@ -76,6 +80,17 @@ def test_quick_run_writes_results(tmp_path):
         if r["op"] in OPS and r["impl"] == "fused_act":
             assert r["saved_bytes"] == r["input_bytes"]
 
+    # ONNX Runtime: a forward-only row that agrees with torch when it is installed, a
+    # printed note when it is not.
+    ort_rows = [r for r in rows if r["impl"] == "onnxruntime"]
+    if _has_onnxruntime():
+        assert {r["phase"] for r in ort_rows} == {"forward"}
+        assert {r["op"] for r in ort_rows} == set(OPS)
+        assert all(r["agrees_with_torch"] for r in ort_rows)
+        assert env["onnxruntime"]["io_binding"] is True
+    else:
+        assert not ort_rows and "ONNX Runtime left out" in proc.stdout
+
     mlp = {m["op"]: m for m in data["mlp"]}
     assert set(mlp) == set(OPS)
     for m in mlp.values():
@@ -89,7 +104,7 @@ def test_softmax_rows_are_benchmarked_per_row_length(tmp_path):
     cmd = [sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--no-compile",
            "--no-mlp", "--no-plot", "--device", "cpu", "--threads", "1", "--ops",
            "softmax,log_softmax", "--rows", "16,1024", "--sizes", "2^14", "--out",
-           str(tmp_path)]
+           str(tmp_path), "--steady-alloc"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "softmax/16" in proc.stdout and "log_softmax/1024" in proc.stdout
@@ -97,7 +112,75 @@ def test_softmax_rows_are_benchmarked_per_row_length(tmp_path):
     with open(tmp_path / json_name) as f:
         data = json.load(f)
     assert data["environment"]["softmax_row_widths"] == [16, 1024]
+    assert data["environment"]["steady_alloc"]["mallopt"]["M_MMAP_MAX"] == 0
+    assert "allocator: steady" in proc.stdout
     shapes = {(r["op"], r["row"], r["shape"]) for r in data["kernels"] if r["impl"] == "fused_act"}
     assert shapes == {("softmax", 16, "1024x16"), ("softmax", 1024, "16x1024"),
                       ("log_softmax", 16, "1024x16"), ("log_softmax", 1024, "16x1024")}
     assert all(r["agrees_with_torch"] for r in data["kernels"] if r["impl"] != "copy")
+
+
+def test_compile_guard_catches_a_recompile(monkeypatch):
+    # The guard around every timed region of torch.compile: a compilation inside it fails.
+    monkeypatch.syspath_prepend(BENCH)
+    import torch
+    import compiled
+
+    fn = torch.compile(lambda t: t.relu() * 2, backend="eager", dynamic=False)
+    a, b = torch.randn(8, 4), torch.randn(16, 4)
+    fn(a)  # compiled here, outside the guard
+    with compiled.guard("relu"):
+        fn(a)  # the same shape: no compilation
+    with pytest.raises(Exception, match="(?i)recompil"):
+        with compiled.guard("relu"):
+            fn(b)  # a new shape with static shapes: a recompile
+
+
+@pytest.mark.parametrize("name", ["convnet", "transformer"])
+def test_models_train_with_fused_act(monkeypatch, name):
+    monkeypatch.syspath_prepend(BENCH)
+    import torch
+    import models
+
+    r = models.run_model(name, torch.device("cpu"), torch.float32, steps=1, repeats=1,
+                         warmup=0)
+    assert r["loss_match"]
+    assert r["torch_steps_per_s"] > 0 and r["fused_act_steps_per_s"] > 0
+    assert "compiled_steps_per_s" not in r  # no compile options given
+    wanted = {"convnet": {"SiLU", "Sigmoid"}, "transformer": {"SiLU", "Softmax"}}[name]
+    assert set(r["fused_modules"].split(",")) == wanted
+    # fused_act keeps no more for backward than torch's modules do.
+    assert 0 < r["fused_act_saved_bytes"] <= r["torch_saved_bytes"]
+
+
+@pytest.mark.skipif(not _has_onnxruntime(), reason="onnx/onnxruntime not installed")
+def test_onnxruntime_sessions_agree_with_torch(monkeypatch):
+    monkeypatch.syspath_prepend(BENCH)
+    import torch
+    import ortbench
+    from fused_act import table
+
+    for act in table.ALL:
+        for setting in act.settings:
+            sess = ortbench.Session(act, setting, threads=1)
+            for shape in ((8, 1024), (64, 1024)):  # one session, any number of rows
+                x = torch.randn(shape)
+                y = sess.bind(x).output()
+                ref = act.reference(x, **setting.kwargs(x))
+                torch.testing.assert_close(y, ref, rtol=1e-4, atol=1e-5,
+                                           msg=f"{act.name}[{setting.id}] {shape}")
+
+
+def test_perf_suite_is_generated_from_the_table():
+    pytest.importorskip("pytest_benchmark")
+    from fused_act import table
+
+    proc = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q",
+                           "-p", "no:cacheprovider", os.path.join(BENCH, "test_perf.py")],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ids = [line for line in proc.stdout.splitlines() if "test_perf[" in line]
+    # op x {forward, backward} x {cached, large} x {fused_act, torch}
+    assert len(ids) == 8 * len(table.ALL)
+    for act in table.ALL:
+        assert any(f"[{act.name}-forward-large-fused_act]" in i for i in ids), act.name
