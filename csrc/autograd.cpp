@@ -28,7 +28,12 @@
 #include <ATen/WrapDimUtils.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/functions/utils.h>
+#include <torch/csrc/autograd/saved_variable.h>
 #include <torch/csrc/autograd/variable.h>
+
+#include <memory>
+#include <type_traits>
 #include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
@@ -167,6 +172,61 @@ inline at::Tensor add_defined(const at::Tensor& a, const at::Tensor& b) {
   return a + b;
 }
 
+// ---- the nodes of the out-of-place forwards: plain autograd Nodes -------------------
+// A torch::autograd::Function costs a few microseconds per call (its context, generic
+// output wrapping); these record what torch's own operators record: the next edges, the
+// output's history and one saved tensor.  (Node handles are std::shared_ptr in older
+// torch releases, c10::intrusive_ptr in newer ones.)
+using NodeRef = decltype(std::declval<torch::autograd::Edge>().function);
+template <class T> struct IsSharedPtr : std::false_type {};
+template <class T> struct IsSharedPtr<std::shared_ptr<T>> : std::true_type {};
+
+template <class N, class... Args> NodeRef make_node(Args&&... args) {
+  if constexpr (IsSharedPtr<NodeRef>::value) {
+    return std::shared_ptr<N>(new N(std::forward<Args>(args)...));
+  } else {
+    return c10::make_intrusive<N>(std::forward<Args>(args)...);
+  }
+}
+
+// One saved tensor and the backward operator to call with it.
+struct SavedOneNode : public torch::autograd::Node {
+  explicit SavedOneNode(const char* name) : name_(name) {}
+  void release_variables() override { saved_.reset_data(); }
+  std::string name() const override { return name_; }
+  torch::autograd::SavedVariable saved_;
+  const char* name_;
+};
+
+template <Act A> struct ElementwiseNode : public SavedOneNode {
+  ElementwiseNode(const char* name, double p, bool from_output)
+      : SavedOneNode(name), p_(p), from_output_(from_output) {}
+  variable_list apply(variable_list&& grads) override;
+  double p_;
+  bool from_output_;
+};
+
+struct SoftmaxNode : public SavedOneNode {
+  SoftmaxNode(const char* name, int64_t dim, bool log) : SavedOneNode(name), dim_(dim), log_(log) {}
+  variable_list apply(variable_list&& grads) override;
+  int64_t dim_;
+  bool log_;
+};
+
+// Records `node` as the history of y (computed from x), then saves `saved` in it: after
+// the tangents are attached, so that a saved output keeps its tangent.
+template <class N, class SetTangent>
+void record(const NodeRef& node, const at::Tensor& x, const at::Tensor& y,
+            SetTangent&& set_tangent, const at::Tensor& saved, bool saved_is_output) {
+  if (node) {
+    node->set_next_edges(torch::autograd::collect_next_edges(x));
+    torch::autograd::set_history(y, node);
+  }
+  set_tangent();
+  if (node)
+    static_cast<N*>(node.get())->saved_ = torch::autograd::SavedVariable(saved, saved_is_output);
+}
+
 // Self: the named node type below (its name is what grad_fn.name() shows).
 template <Act A, class Self>
 struct BackwardFunction : public torch::autograd::Function<Self> {
@@ -188,29 +248,6 @@ struct BackwardFunction : public torch::autograd::Function<Self> {
     if (ctx->needs_input_grad(0)) d_grad = backward_op<A>().call(gg, saved[1], p, from_output);
     if (ctx->needs_input_grad(1)) d_s = double_backward<A>(gg, saved[0], saved[1], p, from_output);
     return {d_grad, d_s, at::Tensor(), at::Tensor()};
-  }
-};
-
-template <Act A, class Self>
-struct ForwardFunction : public torch::autograd::Function<Self> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, double p) {
-    const bool from_output = Rule<A>::saves_output(p);
-    at::Tensor y;
-    {
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      y = forward_op<A>().call(x, p);
-    }
-    ctx->save_for_backward({from_output ? y : x});
-    ctx->saved_data["p"] = p;
-    ctx->saved_data["from_output"] = from_output;
-    return y;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const double p = ctx->saved_data["p"].toDouble();
-    const bool from_output = ctx->saved_data["from_output"].toBool();
-    return {backward_op<A>().call(grads[0], saved[0], p, from_output), at::Tensor()};
   }
 };
 
@@ -301,28 +338,6 @@ struct SoftmaxBackwardFunction : public torch::autograd::Function<Self> {
       d_grad = log ? softmax_jvp(gg, y, dim, true) : softmax_backward_op().call(gg, y, dim, false);
     if (ctx->needs_input_grad(1)) d_y = softmax_backward_backward(gg, grad, y, dim, log);
     return {d_grad, d_y, at::Tensor(), at::Tensor()};
-  }
-};
-
-template <class Self>
-struct SoftmaxFunction : public torch::autograd::Function<Self> {
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t dim, bool log) {
-    at::Tensor y;
-    {
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      y = softmax_op().call(x, dim, log);
-    }
-    ctx->save_for_backward({y});
-    ctx->saved_data["dim"] = dim;
-    ctx->saved_data["log"] = log;
-    return y;
-  }
-
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    return {softmax_backward_op().call(grads[0], saved[0], ctx->saved_data["dim"].toInt(),
-                                       ctx->saved_data["log"].toBool()),
-            at::Tensor(), at::Tensor()};
   }
 };
 
@@ -427,12 +442,10 @@ struct WeightedFunction : public torch::autograd::Function<Self> {
 // "torch::autograd::CppNode<fused_act::ReluBackward>"); NAMEBackwardBackward is the node of
 // a backward recorded for double backward, NAMEInplaceBackward that of an in-place call.
 #define FA_NODES(name, F)                                                                   \
-  struct F##Backward : autograd_impl::ForwardFunction<Act::name, F##Backward> {};           \
   struct F##InplaceBackward : autograd_impl::InplaceFunction<Act::name, F##InplaceBackward> {}; \
   struct F##BackwardBackward : autograd_impl::BackwardFunction<Act::name, F##BackwardBackward> {};
 FA_FOR_EACH_ACTIVATION(FA_NODES)
 #undef FA_NODES
-struct SoftmaxBackward : autograd_impl::SoftmaxFunction<SoftmaxBackward> {};
 struct SoftmaxBackwardBackward : autograd_impl::SoftmaxBackwardFunction<SoftmaxBackwardBackward> {};
 struct PreluBackward
     : autograd_impl::WeightedFunction<Act::leaky_relu, kWeightedName_prelu, PreluBackward> {};
@@ -443,14 +456,16 @@ struct SwishWeightedBackward
 namespace autograd_impl {
 
 template <Act A> struct Node;
-#define FA_NODE_OF(name, F)                 \
-  template <> struct Node<Act::name> {      \
-    using Forward = F##Backward;             \
-    using Inplace = F##InplaceBackward;      \
-    using Backward = F##BackwardBackward;    \
+#define FA_NODE_OF(name, F)                                                   \
+  template <> struct Node<Act::name> {                                        \
+    static constexpr const char* kForwardName = "fused_act::" #F "Backward";  \
+    using Inplace = F##InplaceBackward;                                       \
+    using Backward = F##BackwardBackward;                                     \
   };
 FA_FOR_EACH_ACTIVATION(FA_NODE_OF)
 #undef FA_NODE_OF
+
+template <Act A> const char* node_name() { return Node<A>::kForwardName; }
 
 // Whether a call records a graph; when not, the autograd kernels call the device kernel
 // directly (no autograd Function to set up).
@@ -473,20 +488,31 @@ template <Act A> at::Tensor backward_autograd(const at::Tensor& grad, const at::
 
 template <Act A> at::Tensor forward_autograd(const at::Tensor& x, double p) {
   const at::Tensor x_t = tangent(x);
-  at::Tensor y = without_forward_ad([&] {
-    if (!records({&x})) {
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      return forward_op<A>().call(x, p);
-    }
-    return Node<A>::Forward::apply(x, p);
-  });
-  if (x_t.defined()) {
-    const bool from_output = Rule<A>::saves_output(p);
-    at::Tensor y_t = without_forward_ad(
-        [&] { return backward_autograd<A>(x_t, from_output ? y : primal(x), p, from_output); });
-    y._set_fw_grad(y_t, kLevel, /*is_inplace_op=*/false);
+  const bool from_output = Rule<A>::saves_output(p);
+  at::Tensor y;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    y = forward_op<A>().call(x, p);
   }
+  NodeRef node;
+  if (records({&x})) node = make_node<ElementwiseNode<A>>(node_name<A>(), p, from_output);
+  record<ElementwiseNode<A>>(
+      node, x, y,
+      [&] {
+        if (!x_t.defined()) return;
+        at::Tensor y_t = without_forward_ad(
+            [&] { return backward_autograd<A>(x_t, from_output ? y : primal(x), p, from_output); });
+        y._set_fw_grad(y_t, kLevel, /*is_inplace_op=*/false);
+      },
+      from_output ? y : x, from_output);
   return y;
+}
+
+template <Act A> variable_list ElementwiseNode<A>::apply(variable_list&& grads) {
+  at::Tensor dx;
+  if (grads[0].defined() && task_should_compute_output(0))
+    dx = backward_op<A>().call(grads[0], saved_.unpack(getptr()), p_, from_output_);
+  return {dx};
 }
 
 template <Act A> void inplace_autograd(const at::Tensor& x, double p) {
@@ -542,21 +568,34 @@ at::Tensor softmax_backward_autograd(const at::Tensor& grad, const at::Tensor& y
 
 at::Tensor softmax_autograd(const at::Tensor& x, int64_t dim, bool log) {
   const at::Tensor x_t = tangent(x);
-  at::Tensor y = without_forward_ad([&] {
-    if (!records({&x})) {
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      return softmax_op().call(x, dim, log);
-    }
-    return SoftmaxBackward::apply(x, dim, log);
-  });
-  if (x_t.defined()) {
-    at::Tensor y_t = without_forward_ad([&] {
-      return log ? softmax_jvp(x_t, y, at::maybe_wrap_dim(dim, std::max<int64_t>(y.dim(), 1)), true)
-                 : softmax_backward_autograd(x_t, y, dim, false);
-    });
-    y._set_fw_grad(y_t, kLevel, false);
+  at::Tensor y;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    y = softmax_op().call(x, dim, log);
   }
+  NodeRef node;
+  if (records({&x}))
+    node = make_node<SoftmaxNode>(log ? "fused_act::LogSoftmaxBackward" : "fused_act::SoftmaxBackward",
+                                  dim, log);
+  record<SoftmaxNode>(
+      node, x, y,
+      [&] {
+        if (!x_t.defined()) return;
+        at::Tensor y_t = without_forward_ad([&] {
+          return log ? softmax_jvp(x_t, y, at::maybe_wrap_dim(dim, std::max<int64_t>(y.dim(), 1)), true)
+                     : softmax_backward_autograd(x_t, y, dim, false);
+        });
+        y._set_fw_grad(y_t, kLevel, false);
+      },
+      y, /*saved_is_output=*/true);
   return y;
+}
+
+variable_list SoftmaxNode::apply(variable_list&& grads) {
+  at::Tensor dx;
+  if (grads[0].defined() && task_should_compute_output(0))
+    dx = softmax_backward_op().call(grads[0], saved_.unpack(getptr()), dim_, log_);
+  return {dx};
 }
 
 at::Tensor softmax_backward_autograd(const at::Tensor& grad, const at::Tensor& y, int64_t dim,
