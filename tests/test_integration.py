@@ -305,7 +305,9 @@ def test_fast_entry_point_errors_name_the_operator():
 ])
 def test_autograd_nodes_are_named(call, node):
     x = torch.randn(3, 4, requires_grad=True)
-    assert call(x).grad_fn.name().endswith(f"fused_act::{node}>")
+    # plain nodes show their name, C++ autograd Functions "torch::autograd::CppNode<...>"
+    name = call(x).grad_fn.name()
+    assert name == f"fused_act::{node}" or name.endswith(f"fused_act::{node}>"), name
 
 
 def _function_cases():
