@@ -20,24 +20,26 @@
 // backward too, and log_softmax's is softmax_jvp.  Tangents are computed from primal
 // values with forward AD off (torch's own rule), then attached to the output.
 //
-// torch.func transforms (functorch) cannot run C++ autograd Functions: fused_act's
-// Python entry points send functorch-wrapped tensors to the torch.autograd.Function
-// classes of fused_act/autograd.py instead, which use the same operators and the same
-// saving rule (fused_act::saves_output).
+// The out-of-place elementwise and softmax forwards record plain autograd Nodes (what
+// torch's own operators record); the rest use torch::autograd::Function.
+//
+// torch.func transforms (functorch) cannot run these C++ nodes: fused_act's Python entry
+// points send functorch-wrapped tensors to the torch.autograd.Function classes of
+// fused_act/autograd.py instead, which use the same operators and the same saving rule
+// (fused_act::saves_output).
 #include <ATen/ATen.h>
 #include <ATen/WrapDimUtils.h>
 #include <c10/core/GradMode.h>
 #include <torch/csrc/autograd/autograd.h>
+#include <torch/csrc/autograd/custom_function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
 #include <torch/csrc/autograd/variable.h>
-
-#include <memory>
-#include <type_traits>
-#include <torch/csrc/autograd/custom_function.h>
 #include <torch/library.h>
 
+#include <memory>
 #include <string>
+#include <type_traits>
 
 #include "op_names.h"
 
