@@ -23,9 +23,18 @@ needs_info = pytest.mark.skipif(INFO is None, reason="this library was built wit
                                                      "(no fused_act/_build_info.py)")
 
 
-def _run(code, cwd, env=None):
-    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], cwd=cwd, env=env,
+def _run(code, cwd, env=None, own_finders=False):
+    code = textwrap.dedent(code)
+    if own_finders:
+        code = _OWN_FINDERS + code
+    return subprocess.run([sys.executable, "-c", code], cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=300)
+
+
+# Only Python's own import finders: an editable install adds one that would supply the
+# source tree's library for a copy of the package that lacks it.
+_OWN_FINDERS = ("import sys; sys.meta_path[:] = [f for f in sys.meta_path if getattr(f, "
+                "'__module__', '').startswith('_frozen_importlib')]\n")
 
 
 def _copy_package(dest, with_library=True):
@@ -95,7 +104,7 @@ def test_import_under_another_torch_raises_a_clear_import_error(tmp_path):
             print("loaded:", any(m == "fused_act._C" for m in sys.modules))
         else:
             print("imported")
-        """, cwd=tmp_path)
+        """, cwd=tmp_path, own_finders=True)
     assert r.returncode == 0, r.stderr
     assert "ImportError: fused_act was compiled against torch " + fake in r.stdout
     assert f"this is torch {torch.__version__}" in r.stdout
@@ -107,7 +116,7 @@ def test_missing_library_says_so(tmp_path):
     """A source folder without the library (as the repository root after a non-editable
     install): a clear message, not "partially initialized module"."""
     _copy_package(tmp_path, with_library=False)
-    r = _run("import fused_act", cwd=tmp_path)
+    r = _run("import fused_act", cwd=tmp_path, own_finders=True)
     assert r.returncode != 0
     assert "ImportError: fused_act's compiled library (fused_act/_C*.so) is not in" in r.stderr
     assert "build_ext --inplace" in r.stderr
@@ -121,7 +130,7 @@ def test_unloadable_library_is_explained(tmp_path):
     suffix = os.path.basename(glob.glob(os.path.join(_build.PACKAGE_DIR, "_C.*"))[0])[2:]
     with open(os.path.join(pkg, "_C" + suffix), "wb") as f:
         f.write(b"\x7fELF" + bytes(60))
-    r = _run("import fused_act", cwd=tmp_path)
+    r = _run("import fused_act", cwd=tmp_path, own_finders=True)
     assert r.returncode != 0
     assert "ImportError: fused_act's compiled library" in r.stderr
     assert "--no-build-isolation" in r.stderr
