@@ -57,15 +57,28 @@ def set_nontemporal_threshold(nbytes: Optional[int]) -> None:
 
 
 def backends() -> dict:
-    """What this build of fused_act can run on."""
+    """What this build of fused_act can run on, and what it was built with: the torch it
+    was compiled against, the CUDA toolkit and GPU architectures compiled in (None where
+    the build has no CUDA kernels), the CPU kernels compiled in.  Build facts are None
+    where the library was built without setup.py's record of them."""
     import torch
 
+    from ._build import build_info
+
+    info = build_info() or {}
     return {
         "cpu": True,
         "cpu_capability": cpu_capability(),
+        "cpu_kernels": info.get("cpu_kernels"),
         "cpu_nontemporal_threshold": nontemporal_threshold(),
         "cuda_built": built_with_cuda(),
         "cuda_available": built_with_cuda() and torch.cuda.is_available(),
+        "cuda_toolkit": info.get("cuda_toolkit"),
+        "cuda_arch_list": info.get("cuda_arch_list"),
+        "cuda_gencode": info.get("cuda_gencode"),
+        "torch_built_against": info.get("torch_build"),
+        "torch_running": torch.__version__,
+        "debug_build": info.get("debug"),
     }
 
 

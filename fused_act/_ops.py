@@ -6,7 +6,15 @@ first tensor argument (torch's ``preserve_format``), weight gradients like the w
 """
 import torch
 
-from . import _C  # noqa: F401  (registers torch.ops.fused_act.*)
+from . import _build
+
+# The library must have been compiled against this torch: say so before loading it (an
+# undefined-symbol error otherwise), and explain any other failure to load it.
+_build.check_torch()
+try:
+    from . import _C  # noqa: F401  (registers torch.ops.fused_act.*)
+except ImportError as e:
+    raise _build.explain_load_error(e)
 
 ops = torch.ops.fused_act
 
