@@ -528,7 +528,7 @@ def test_softmax_dim_argument_errors(fn):
     for bad in (1.0, True, "a"):
         with pytest.raises(TypeError, match=rf"fused_act\.{fn.__name__}\(\): argument 'dim' must be int"):
             fn(x, dim=bad)
-        with pytest.raises(TypeError):
+        with pytest.raises((TypeError, RuntimeError)):  # torch 2.4 reads a str as a dim name
             getattr(torch, fn.__name__)(x, bad)
     with pytest.raises(IndexError, match=rf"fused_act::{fn.__name__}: dim {10**20} is out of range"):
         fn(x, dim=10**20)
