@@ -61,41 +61,32 @@ PyObject* not_implemented() {
   return Py_NotImplemented;
 }
 
-// NAME(x: Tensor, p: float) -> Tensor
-template <Act A> struct Fast {
+// NAME(x: Tensor, p: float) -> Tensor, and with kInplace NAME_(x, p) -> x (through the
+// dispatcher: version counter, autograd history, inference-tensor check).
+template <Act A, bool kInplace> struct Fast {
   static PyObject* call(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     HANDLE_TH_ERRORS
     if (nargs != 2 || !PyFloat_Check(args[1])) return not_implemented();
     const at::Tensor* x = fast_tensor(args[0]);
     if (x == nullptr) return not_implemented();
     const double p = PyFloat_AS_DOUBLE(args[1]);
-    static const auto op = find_op<sig::Forward>(act_name(A));
-    at::Tensor y;
-    {
-      pybind11::gil_scoped_release no_gil;
-      y = op.call(*x, p);
+    if constexpr (kInplace) {
+      static const auto op = find_op<sig::Inplace>(std::string(act_name(A)) + "_");
+      {
+        pybind11::gil_scoped_release no_gil;
+        op.call(*x, p);
+      }
+      Py_INCREF(args[0]);
+      return args[0];
+    } else {
+      static const auto op = find_op<sig::Forward>(act_name(A));
+      at::Tensor y;
+      {
+        pybind11::gil_scoped_release no_gil;
+        y = op.call(*x, p);
+      }
+      return THPVariable_Wrap(std::move(y));
     }
-    return THPVariable_Wrap(std::move(y));
-    END_HANDLE_TH_ERRORS
-  }
-};
-
-// NAME_(x: Tensor, p: float) -> x, in place (through the dispatcher: version counter,
-// autograd history, inference-tensor check).
-template <Act A> struct FastInplace {
-  static PyObject* call(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
-    HANDLE_TH_ERRORS
-    if (nargs != 2 || !PyFloat_Check(args[1])) return not_implemented();
-    const at::Tensor* x = fast_tensor(args[0]);
-    if (x == nullptr) return not_implemented();
-    const double p = PyFloat_AS_DOUBLE(args[1]);
-    static const auto op = find_op<sig::Inplace>(std::string(act_name(A)) + "_");
-    {
-      pybind11::gil_scoped_release no_gil;
-      op.call(*x, p);
-    }
-    Py_INCREF(args[0]);
-    return args[0];
     END_HANDLE_TH_ERRORS
   }
 };
@@ -147,13 +138,13 @@ PyObject* fast_softmax(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
 PyMethodDef methods[] = {
 #define FA_METHOD(name, F)                                                       \
   {#name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(            \
-              &Fast<Act::name>::call)),                                          \
+              &Fast<Act::name, false>::call)),                                          \
    METH_FASTCALL, "fused_act::" #name " on a plain tensor, else NotImplemented"},
     FA_FOR_EACH_ACTIVATION(FA_METHOD)
 #undef FA_METHOD
 #define FA_INPLACE_METHOD(name, F)                                               \
   {#name "_", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(        \
-                  &FastInplace<Act::name>::call)),                               \
+                  &Fast<Act::name, true>::call)),                               \
    METH_FASTCALL, "fused_act::" #name "_ on a plain tensor, else NotImplemented"},
     FA_FOR_EACH_ACTIVATION(FA_INPLACE_METHOD)
 #undef FA_INPLACE_METHOD
