@@ -49,47 +49,17 @@ namespace autograd_impl {
 using torch::autograd::AutogradContext;
 using torch::autograd::variable_list;
 
-// ---- what each activation's backward reads ----------------------------------------
-// saves_output(p): the out-of-place forward keeps its output y (else its input x).
-// inplace_saves_output(p): the same for the in-place forward; when false, the input is
-// copied before it is overwritten.  Both follow torch where torch's choice is a matter of
-// behaviour a user can see (an in-place change of the output after the call):
-//   relu, sigmoid, tanh: y (as torch);  leaky_relu (slope >= 0): y (torch: x out of place);
-//   relu6: y out of place, a copy of x in place (torch's relu6_ keeps its input, so
-//     `x = relu6(x, inplace=True); x.mul_(2)` still has a gradient);
-//   elu: x out of place: y + alpha, the derivative from the output, cancels for large
-//     negative inputs (float16 gives 4.8e-4 for every x <= -8 where the answer is
-//     <= 4.4e-4 and falling; float32 gives 0 below about -17); in place y when
-//     alpha >= 0, as torch's elu_ (the same accuracy as torch's);
-//   swish / silu: x.
-template <Act A> struct Rule;
-template <> struct Rule<Act::relu> {
-  static bool saves_output(double) { return true; }
-  static bool inplace_saves_output(double) { return true; }
-};
-template <> struct Rule<Act::relu6> {
-  static bool saves_output(double) { return true; }
-  static bool inplace_saves_output(double) { return false; }
-};
-template <> struct Rule<Act::leaky_relu> {
-  static bool saves_output(double slope) { return slope >= 0; }
-  static bool inplace_saves_output(double slope) { return slope >= 0; }
-};
-template <> struct Rule<Act::elu> {
-  static bool saves_output(double) { return false; }
-  static bool inplace_saves_output(double alpha) { return alpha >= 0; }
-};
-template <> struct Rule<Act::sigmoid> {
-  static bool saves_output(double) { return true; }
-  static bool inplace_saves_output(double) { return true; }
-};
-template <> struct Rule<Act::tanh> {
-  static bool saves_output(double) { return true; }
-  static bool inplace_saves_output(double) { return true; }
-};
-template <> struct Rule<Act::swish> {
-  static bool saves_output(double) { return false; }
-  static bool inplace_saves_output(double) { return false; }
+// ---- what each activation's backward reads: its functor's rule (activations.h) -----
+template <Act A> struct Functor;
+#define FA_FUNCTOR(name, F) \
+  template <> struct Functor<Act::name> { using type = F; };
+FA_FOR_EACH_ACTIVATION(FA_FUNCTOR)
+#undef FA_FUNCTOR
+template <Act A> using F_ = typename Functor<A>::type;
+
+template <Act A> struct Rule {
+  static bool saves_output(double p) { return F_<A>::saves_output(p); }
+  static bool inplace_saves_output(double p) { return F_<A>::inplace_saves_output(p); }
 };
 
 bool saves_output(const std::string& op, double p, bool inplace) {
@@ -101,39 +71,89 @@ bool saves_output(const std::string& op, double p, bool inplace) {
   TORCH_CHECK(false, "fused_act::saves_output: unknown operator '", op, "'");
 }
 
+// ---- the math header's formulas evaluated on tensors ------------------------------
+// TV is a tensor or a constant with the arithmetic, comparisons and primitives the
+// functors use, so a functor's grad_saved, written once for the kernels' value types, is
+// also an ATen composite: differentiable, and traceable by every torch.func transform.
+struct TMask {
+  at::Tensor m;  // undefined: the constant b
+  bool b = false;
+};
+struct TV {
+  at::Tensor t;  // undefined: the constant c
+  double c = 0;
+  TV(const at::Tensor& tensor) : t(tensor) {}
+  TV(double v) : c(v) {}
+  TV(int v) : c(v) {}
+  bool is_const() const { return !t.defined(); }
+};
+#define FA_TV_BINARY(op)                                                 \
+  inline TV operator op(const TV& a, const TV& b) {                     \
+    if (a.is_const() && b.is_const()) return TV(a.c op b.c);            \
+    if (a.is_const()) return TV(at::Scalar(a.c) op b.t);                \
+    if (b.is_const()) return TV(a.t op at::Scalar(b.c));                \
+    return TV(a.t op b.t);                                              \
+  }
+FA_TV_BINARY(+)
+FA_TV_BINARY(-)
+FA_TV_BINARY(*)
+FA_TV_BINARY(/)
+#undef FA_TV_BINARY
+inline TV operator-(const TV& a) { return a.is_const() ? TV(-a.c) : TV(-a.t); }
+inline TMask tv_compare(const TV& a, const TV& b, int kind) {
+  // kind: 0 <, 1 <=, 2 >, 3 >=
+  if (a.is_const() && b.is_const()) {
+    const bool r = kind == 0 ? a.c < b.c : kind == 1 ? a.c <= b.c : kind == 2 ? a.c > b.c : a.c >= b.c;
+    return TMask{at::Tensor(), r};
+  }
+  // A constant on the left: swap the sides and the comparison.
+  if (a.is_const()) return tv_compare(b, a, kind == 0 ? 2 : kind == 1 ? 3 : kind == 2 ? 0 : 1);
+  if (b.is_const()) {
+    const at::Scalar v(b.c);
+    return TMask{kind == 0 ? at::lt(a.t, v) : kind == 1 ? at::le(a.t, v)
+                 : kind == 2 ? at::gt(a.t, v) : at::ge(a.t, v)};
+  }
+  return TMask{kind == 0 ? at::lt(a.t, b.t) : kind == 1 ? at::le(a.t, b.t)
+               : kind == 2 ? at::gt(a.t, b.t) : at::ge(a.t, b.t)};
+}
+inline TMask operator<(const TV& a, const TV& b) { return tv_compare(a, b, 0); }
+inline TMask operator<=(const TV& a, const TV& b) { return tv_compare(a, b, 1); }
+inline TMask operator>(const TV& a, const TV& b) { return tv_compare(a, b, 2); }
+inline TMask operator>=(const TV& a, const TV& b) { return tv_compare(a, b, 3); }
+
+// The tensor whose dtype and device constants take when they must become tensors.
+thread_local const at::Tensor* tv_like = nullptr;
+inline at::Tensor tv_tensor(const TV& v) {
+  return v.is_const() ? at::full_like(*tv_like, v.c) : v.t;
+}
+inline TV fa_select(const TMask& c, const TV& a, const TV& b) {
+  if (!c.m.defined()) return c.b ? a : b;
+  if (a.is_const() && b.is_const() && a.c == b.c) return a;
+  return TV(at::where(c.m, tv_tensor(a), tv_tensor(b)));
+}
+#define FA_TV_UNARY(name, tensor_fn, scalar_fn)                          \
+  inline TV name(const TV& a) {                                          \
+    return a.is_const() ? TV(scalar_fn(a.c)) : TV(tensor_fn(a.t));       \
+  }
+FA_TV_UNARY(fa_exp, at::exp, std::exp)
+FA_TV_UNARY(fa_expm1, at::expm1, std::expm1)
+FA_TV_UNARY(fa_tanh, at::tanh, std::tanh)
+FA_TV_UNARY(fa_sigmoid, at::sigmoid, fused_act::fa_sigmoid)
+FA_TV_UNARY(fa_normcdf, at::special_ndtr, fused_act::fa_normcdf)
+FA_TV_UNARY(fa_gauss, [](const at::Tensor& x) { return at::exp(x * x * -0.5); },
+            fused_act::fa_gauss)
+#undef FA_TV_UNARY
+
 // ---- second derivatives: grad * D'(saved), where dx = grad * D(saved) ---------------
-// The piecewise-linear activations have D' = 0.  Comparisons as torch's double backward
-// (e.g. ELU: 0 at x = +-0).
 template <Act A>
-at::Tensor d_saved(const at::Tensor& g, const at::Tensor& s, double p, bool from_output);
-template <> at::Tensor d_saved<Act::relu>(const at::Tensor& g, const at::Tensor&, double, bool) {
-  return at::zeros_like(g);
-}
-template <> at::Tensor d_saved<Act::relu6>(const at::Tensor& g, const at::Tensor&, double, bool) {
-  return at::zeros_like(g);
-}
-template <>
-at::Tensor d_saved<Act::leaky_relu>(const at::Tensor& g, const at::Tensor&, double, bool) {
-  return at::zeros_like(g);
-}
-template <>
-at::Tensor d_saved<Act::elu>(const at::Tensor& g, const at::Tensor& s, double alpha,
-                             bool from_output) {
-  if (from_output) return g * (s < 0).to(s.scalar_type());  // D(y) = y + alpha for y <= 0
-  return g * at::where(s < 0, at::exp(s) * alpha, at::zeros_like(s));
-}
-template <>
-at::Tensor d_saved<Act::sigmoid>(const at::Tensor& g, const at::Tensor& y, double, bool) {
-  return g * (1 - 2 * y);
-}
-template <>
-at::Tensor d_saved<Act::tanh>(const at::Tensor& g, const at::Tensor& y, double, bool) {
-  return g * (-2 * y);
-}
-template <>
-at::Tensor d_saved<Act::swish>(const at::Tensor& g, const at::Tensor& x, double beta, bool) {
-  at::Tensor s = at::sigmoid(x * beta);
-  return g * (beta * s * (1 - s) * (2 + beta * x * (1 - 2 * s)));
+at::Tensor d_saved(const at::Tensor& g, const at::Tensor& s, double p, bool from_output) {
+  const at::Tensor* previous = tv_like;
+  tv_like = &g;
+  TV r = from_output ? F_<A>::template grad_saved<true>(TV(g), TV(s), TV(p))
+                     : F_<A>::template grad_saved<false>(TV(g), TV(s), TV(p));
+  at::Tensor out = tv_tensor(r);
+  tv_like = previous;
+  return out;
 }
 
 // NAME_double_backward(gg, grad, saved, p, o) = gg * grad * D'(saved): the gradient of

@@ -22,6 +22,15 @@ bool saves_output(const std::string& op, double p, bool inplace);  // autograd.c
 }
 namespace {
 
+// The operators of the elementwise table, in its order (Python builds its lists from it).
+std::vector<std::string> activation_names() {
+  return {
+#define FA_NAME_STR(name, F) #name,
+      FA_FOR_EACH_ACTIVATION(FA_NAME_STR)
+#undef FA_NAME_STR
+  };
+}
+
 bool built_with_cuda() {
 #ifdef FA_WITH_CUDA
   return true;
@@ -52,6 +61,7 @@ TORCH_LIBRARY(fused_act, m) {
   FA_FOR_EACH_WEIGHTED(FA_DEF_WEIGHTED)
 #undef FA_DEF_WEIGHTED
   m.def("built_with_cuda() -> bool", &fused_act::built_with_cuda);
+  m.def("activation_names() -> str[]", &fused_act::activation_names);
   m.def("cpu_capability() -> str", &fused_act::cpu_capability);
   m.def("set_cpu_capability(str name) -> ()", &fused_act::set_cpu_capability);
   m.def("nontemporal_threshold() -> int", &fused_act::nontemporal_threshold);

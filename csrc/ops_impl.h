@@ -29,6 +29,13 @@ inline void check_same(const at::Tensor& a, const at::Tensor& b, const char* op,
                    a.scalar_type());
 }
 
+// The activation's own check of its parameter (e.g. CELU's alpha != 0).
+inline void check_param(Act act, double p) {
+  const char* error = nullptr;
+  visit_act(act, [&](auto a) { error = decltype(a)::type::param_error(p); });
+  TORCH_CHECK(error == nullptr, "fused_act::", act_name(act), ": ", error);
+}
+
 // Kernels walk storage flat: fine when all tensors share one dense layout.
 inline bool flat_ok(std::initializer_list<const at::Tensor*> ts) {
   const at::Tensor& first = **ts.begin();
@@ -47,6 +54,7 @@ template <class Dev>
 struct Ops {
   static at::Tensor forward(Act act, const at::Tensor& x, double p) {
     check_floating(x, act_name(act), "input");
+    check_param(act, p);
     at::Tensor y = at::empty_like(x);
     if (x.numel() == 0) return y;
     if (flat_ok({&x, &y})) {
@@ -61,6 +69,7 @@ struct Ops {
 
   static void forward_(Act act, const at::Tensor& x, double p) {
     check_floating(x, act_name(act), "input");
+    check_param(act, p);
     if (x.numel() == 0) return;
     if (x.is_non_overlapping_and_dense()) {
       Dev::forward(act, x, x, p);

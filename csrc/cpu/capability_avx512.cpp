@@ -1,5 +1,12 @@
 // AVX-512 build of the CPU kernels (chosen at run time when the CPU has AVX-512 F/BW/VL/DQ).
 #if defined(__x86_64__) || defined(_M_X64)
+// GCC's own AVX-512 intrinsics (_mm512_min_ps, ...) pass _mm512_undefined_ps() as their
+// unused merge operand, which -Wuninitialized reports at every inlined use (the state that
+// applies is the one where the header is included).
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 // Headers with inline code come first, compiled for the baseline target.
 #include <immintrin.h>
 #include <stdint.h>

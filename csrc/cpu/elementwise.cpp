@@ -151,18 +151,12 @@ template <class Fn> void visit_weighted(Act act, Fn&& fn) {
 // bound by memory bandwidth; on AVX-512 CPUs they run with 256-bit vectors, which
 // measured about 7% faster than 512-bit ones for such loops on AMD Zen 4 (wider vectors
 // do not help a streaming loop).  That is every backward of the piecewise-linear
-// activations, of the others the `light` ones (from the output), and the softmax
-// backward (softmax.cpp).
-bool streaming(Act act, bool light) {
-  switch (act) {
-    case Act::relu:
-    case Act::relu6:
-    case Act::leaky_relu: return true;
-    case Act::elu:
-    case Act::sigmoid:
-    case Act::tanh: return light;
-    default: return false;
-  }
+// activations, of the others the ones that read their output (each functor's
+// streaming_backward in activations.h), and the softmax backward (softmax.cpp).
+bool streaming(Act act, bool from_output) {
+  bool result = false;
+  visit_act(act, [&](auto a) { result = decltype(a)::type::streaming_backward(from_output); });
+  return result;
 }
 
 // float16 / bfloat16 keep the full width: their conversions make such loops

@@ -48,6 +48,7 @@ struct Vec {
   Vec(vf a) : v(a) {}
   Vec(float s) : v(splat(s)) {}
   Vec(int s) : v(splat(float(s))) {}
+  Vec(double s) : v(splat(float(s))) {}  // a constant of activations.h
 };
 
 FA_VINLINE Vec operator+(Vec a, Vec b) { return a.v + b.v; }
@@ -163,15 +164,14 @@ FA_VINLINE bool any_lane(Mask m) {
 // argument-dependent lookup for Vec, so sigmoid, silu and swish use it).  exp(-z) is
 // computed as in fa_exp_nonpositive, without the negation (z + n*ln2 is reduced and the
 // polynomial's odd terms change sign), on z clamped to at most 87 (there the result is 1
-// in float anyway).  A vector with a lane below -87 (a subnormal result, -inf) takes
-// activations.h's general fa_sigmoid instead: rare, and exact to the last subnormal bit.
+// in float anyway).  Lanes below -87 (a subnormal result, -inf) take activations.h's
+// general fa_sigmoid instead: rare, and exact to the last subnormal bit.
 // NaN stays NaN.
 static __attribute__((noinline, cold)) Vec fa_sigmoid_general(Vec z) {
   return ::fused_act::fa_sigmoid<Vec>(z);
 }
 
 FA_VINLINE Vec fa_sigmoid(Vec z) {
-  if (__builtin_expect(any_lane(z < Vec(-87.0f)), 0)) return fa_sigmoid_general(z);
   vf v = z.v > splat(87.0f) ? splat(87.0f) : z.v;
   vf n = v * -1.44269504088896341f + 0x1.8000FEp23f;  // round(-z / ln2) + bias
   const vf scale = (vf)((vi)n << 23);                 // 2^n
@@ -184,7 +184,12 @@ FA_VINLINE Vec fa_sigmoid(Vec z) {
   q = q * u - 0x1.FFFDC6p-2f;
   q = q * u + 0x1.FFFFF6p-1f;
   const vf e = scale - (u * scale) * q;  // 2^n * (1 + t*p(t))
-  return 1.0f / (1.0f + e);
+  const Vec fast = 1.0f / (1.0f + e);
+  // Lanes below -87 take the general form; the others keep theirs, so that a lane's
+  // result never depends on its neighbours (the same bits at any alignment).
+  const Mask low = z < Vec(-87.0f);
+  if (__builtin_expect(any_lane(low), 0)) return fa_select(low, fa_sigmoid_general(z), fast);
+  return fast;
 }
 
 FA_VINLINE Vec fa_expm1(Vec x) {
@@ -222,6 +227,74 @@ FA_VINLINE Vec fa_tanh(Vec x) {
   q = q * t + 0x1.de5f34p-2f;
   q = q * t + 1.0f;
   return clamp_keep_nan(a * p / q, -1.0f, 1.0f);
+}
+
+// x*x - fl(x*x): the rounding error of a square, exact with a fused multiply-subtract;
+// 0 on the baseline build (no FMA), which then keeps the square's rounding.
+FA_VINLINE vf square_error(vf x, vf sq) {
+#if FA_VEC_BYTES == 64 && defined(FA_HAVE_AVX512)
+  return (vf)_mm512_fmsub_ps((__m512)x, (__m512)x, (__m512)sq);
+#elif FA_VEC_BYTES == 32 && defined(FA_HAVE_AVX2)
+  return (vf)_mm256_fmsub_ps((__m256)x, (__m256)x, (__m256)sq);
+#else
+  (void)x;
+  return sq - sq;
+#endif
+}
+
+// exp(h + l) for h <= 0 and |l| <= 2, with h carried exactly through the argument
+// reduction: n = round((h + l)/ln2), r = ((h - n*ln2_hi) + l) - n*ln2_lo, where
+// h - n*ln2_hi is exact (the two are within a few units of each other and n*ln2_hi has 9
+// significant bits).  So a large h costs no accuracy: exp(-x^2/2) from x*x = h + l keeps
+// the relative precision a rounded x*x would lose (2^-24 x^2/2).  h is clamped to -104
+// (the result is 0 anyway); NaN stays NaN.
+FA_VINLINE vf exp_split(vf h, vf l) {
+  h = clamp_keep_nan(h, -104.0f, 0.0f);
+  const float magic = 12582912.0f;
+  vf t = (h + l) * 1.44269504088896341f + magic;
+  const vi ni = (vi)t - (vi)splat(magic);
+  const vf n = t - magic;
+  vf r = h - n * 0.693359375f;
+  r = (r + l) - n * -2.12194440e-4f;
+  const vf e = expm1_reduced(r) + 1.0f;
+  const vi n1 = ni >> 1;  // n in [-153, 1]: scaled in two halves, as in fa_exp
+  return e * pow2i(n1) * pow2i(ni - n1);
+}
+
+// exp(-x^2/2) (the normal density without its constant: GELU's backward).  |x| is clamped
+// to 20 (the result is 0 beyond), so that x*x - fl(x*x) stays finite; NaN stays NaN.
+FA_VINLINE Vec fa_gauss(Vec xv) {
+  const vf x = clamp_keep_nan(xv.v, -20.0f, 20.0f);
+  const vf sq = x * x;
+  return exp_split(sq * -0.5f, square_error(x, sq) * -0.5f);
+}
+
+// Phi(x) = erfc(-x/sqrt(2))/2, the standard normal CDF (GELU).  With a = |x|/sqrt(2),
+// erfc(a) = t * exp(-a^2 + Q(2t - 1)), t = 1/(1 + a/2), Q a polynomial of degree 9 fitted
+// for the least maximum relative error of erfc (tools/fit_erfc.py: 4.1e-8 before rounding;
+// the rounded formula gives GELU within 3.0 x 2^-23 of float64 on [-13, 6]).  One formula
+// for every x (one division, one exp, no blend of intervals): Phi = erfc(a)/2 below 0 and
+// 1 - erfc(a)/2 above, which keeps the relative precision of small results where
+// torch's 1 + erf(x/sqrt(2)) cancels.  x is clamped to +-20 (Phi is 0 or 1 in float
+// beyond): +-inf give 0 and 1; NaN stays NaN.
+FA_VINLINE Vec fa_normcdf(Vec xv) {
+  const vf x = clamp_keep_nan(xv.v, -20.0f, 20.0f);
+  const vf a = (x < 0.0f ? -x : x) * 0.707106781186547524f;
+  const vf t = 1.0f / (1.0f + 0.5f * a);
+  const vf s = 2.0f * t - 1.0f;
+  vf q = splat(0x1.17227cp-12f);
+  q = q * s - 0x1.4b63bap-14f;
+  q = q * s - 0x1.0cf934p-9f;
+  q = q * s + 0x1.b54a1ep-10f;
+  q = q * s + 0x1.1e562ap-7f;
+  q = q * s - 0x1.42a364p-7f;
+  q = q * s - 0x1.801542p-5f;
+  q = q * s + 0x1.83d148p-5f;
+  q = q * s + 0x1.5864a4p-1f;
+  q = q * s - 0x1.57f564p-1f;
+  const vf sq = x * x;  // -a^2 = -x^2/2, from x itself (a is rounded)
+  const vf h = (0.5f * t) * exp_split(sq * -0.5f, q + square_error(x, sq) * -0.5f);
+  return x < 0.0f ? h : 1.0f - h;
 }
 
 // ---- horizontal reductions (halving the vector, not a loop over the lanes) ----------
