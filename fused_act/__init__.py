@@ -11,8 +11,8 @@ from . import autograd, functional
 from ._ops import built_with_cuda, ops
 from .convert import convert, register_converter, unconvert
 from .onnx import onnx_translation_table
-from .modules import (ELU, LeakyReLU, LogSoftmax, PReLU, ReLU, ReLU6, SiLU, Sigmoid, Softmax,
-                      Swish, Tanh)
+from . import modules as _modules
+from .modules import *  # noqa: F401,F403  (ReLU, GELU, ..., Softmax: modules.__all__)
 
 __version__ = "0.1.0"
 
@@ -82,9 +82,7 @@ def backends() -> dict:
     }
 
 
-__all__ = [
-    "ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "Sigmoid", "Tanh", "SiLU", "Swish",
-    "Softmax", "LogSoftmax",
+__all__ = list(_modules.__all__) + [
     "autograd", "functional", "convert", "unconvert", "register_converter",
     "onnx_translation_table", "backends", "cpu_capability",
     "set_cpu_capability", "nontemporal_threshold", "set_nontemporal_threshold", "built_with_cuda",

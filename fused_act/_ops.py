@@ -18,9 +18,9 @@ except ImportError as e:
 
 ops = torch.ops.fused_act
 
-# Operators of the elementwise table (csrc/activations.h, FA_FOR_EACH_ACTIVATION) and
-# the weighted ones (FA_FOR_EACH_WEIGHTED).
-ELEMENTWISE_OPS = ("relu", "relu6", "leaky_relu", "elu", "sigmoid", "tanh", "swish")
+# Operators of the elementwise table (csrc/activations.h, FA_FOR_EACH_ACTIVATION: asked of
+# the library, not restated here) and the weighted ones (FA_FOR_EACH_WEIGHTED).
+ELEMENTWISE_OPS = tuple(ops.activation_names())
 WEIGHTED_OPS = ("prelu", "swish_weighted")
 
 

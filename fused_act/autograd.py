@@ -14,8 +14,8 @@ transform), ``jvp`` (forward mode) and ``vmap`` (a batching rule: the fused kern
 once on the batched tensor).
 
 Public classes and their ``apply`` signatures:
-  ReluFunction, Relu6Function, LeakyReluFunction, EluFunction, SigmoidFunction,
-  TanhFunction, SwishFunction:   apply(x, p, inplace=False, input_copy=None)
+  one per elementwise operator (ReluFunction, ..., SwishFunction, GeluFunction,
+  GeluTanhFunction, MishFunction, ...):   apply(x, p, inplace=False, input_copy=None)
   PreluFunction, SwishWeightedFunction:   apply(x, weight)
   SoftmaxFunction, LogSoftmaxFunction:   apply(x, dim)
 For an in-place call whose backward reads the input, ``input_copy`` is the input's value
@@ -160,13 +160,8 @@ def _make_elementwise(op: str):
 
 
 FUNCTIONS = {op: _make_elementwise(op) for op in ELEMENTWISE_OPS}
-ReluFunction = FUNCTIONS["relu"]
-Relu6Function = FUNCTIONS["relu6"]
-LeakyReluFunction = FUNCTIONS["leaky_relu"]
-EluFunction = FUNCTIONS["elu"]
-SigmoidFunction = FUNCTIONS["sigmoid"]
-TanhFunction = FUNCTIONS["tanh"]
-SwishFunction = FUNCTIONS["swish"]
+# ReluFunction, ..., SwishFunction, GeluFunction, GeluTanhFunction, ...: one per operator.
+globals().update({f.__name__: f for f in FUNCTIONS.values()})
 
 
 # ---- prelu / swish_weighted ----------------------------------------------------------
@@ -375,8 +370,7 @@ def needs_function(t) -> bool:
             and _fwAD._current_level >= 0 and _fwAD.unpack_dual(t).tangent is not None)
 
 
-__all__ = [
-    "ReluFunction", "Relu6Function", "LeakyReluFunction", "EluFunction", "SigmoidFunction",
-    "TanhFunction", "SwishFunction", "PreluFunction", "SwishWeightedFunction",
+__all__ = [f.__name__ for f in FUNCTIONS.values()] + [
+    "PreluFunction", "SwishWeightedFunction",
     "SoftmaxFunction", "LogSoftmaxFunction", "SoftmaxBackwardFunction", "saves_output",
 ]

@@ -5,36 +5,38 @@ from typing import Callable, Dict, List, Optional, Tuple, Type
 
 from torch import nn
 
+from . import _table
 from . import modules as M
 
-# torch.nn class -> function building the fused module from the torch one, same settings.
-_CONVERTERS = {
-    nn.ReLU: lambda m: M.ReLU(inplace=m.inplace),
-    nn.ReLU6: lambda m: M.ReLU6(inplace=m.inplace),
-    nn.LeakyReLU: lambda m: M.LeakyReLU(m.negative_slope, inplace=m.inplace),
-    nn.ELU: lambda m: M.ELU(m.alpha, inplace=m.inplace),
-    nn.Sigmoid: lambda m: M.Sigmoid(),
-    nn.Tanh: lambda m: M.Tanh(),
-    nn.SiLU: lambda m: M.SiLU(inplace=m.inplace),
+def _rebuild(cls, row):
+    """A function building `cls` from a module of the row's other class, same settings (the
+    settings are the row's params, plus inplace: attributes of the same names on both)."""
+    names = [n for n, _ in row.params] + (["inplace"] if row.inplace else [])
+
+    def build(m):
+        return cls(**{n: getattr(m, n) for n in names})
+    return build
+
+
+# torch.nn class -> function building the fused module from the torch one, same settings;
+# the table's rows (fused_act/_table.py), then the hand-written operators.
+_CONVERTERS = {row.torch_module: _rebuild(getattr(M, row.module), row)
+               for row in _table.ROWS if row.torch_module is not None}
+_CONVERTERS.update({
     nn.PReLU: lambda m: _convert_prelu(m, M.PReLU),
     nn.Softmax: lambda m: M.Softmax(m.dim),
     nn.LogSoftmax: lambda m: M.LogSoftmax(m.dim),
-}
+})
 
 # fused_act class -> function building the torch.nn module (the inverse of _CONVERTERS).
-_UNCONVERTERS = {
-    M.ReLU: lambda m: nn.ReLU(inplace=m.inplace),
-    M.ReLU6: lambda m: nn.ReLU6(inplace=m.inplace),
-    M.LeakyReLU: lambda m: nn.LeakyReLU(m.negative_slope, inplace=m.inplace),
-    M.ELU: lambda m: nn.ELU(m.alpha, inplace=m.inplace),
-    M.Sigmoid: lambda m: nn.Sigmoid(),
-    M.Tanh: lambda m: nn.Tanh(),
-    M.SiLU: lambda m: nn.SiLU(inplace=m.inplace),
+_UNCONVERTERS = {getattr(M, row.module): _rebuild(row.torch_module, row)
+                 for row in _table.ROWS if row.torch_module is not None}
+_UNCONVERTERS.update({
     M.PReLU: lambda m: _convert_prelu(m, nn.PReLU),
     M.Softmax: lambda m: nn.Softmax(m.dim),
     M.LogSoftmax: lambda m: nn.LogSoftmax(m.dim),
     M.Swish: lambda m: nn.SiLU(),  # only Swish(1.0, trainable=False): see _unconvert_lookup
-}
+})
 
 # The hooks of nn.Module: the new module takes the old one's (the same dictionaries, so hook
 # handles taken on the old module still remove their hook).
@@ -199,9 +201,10 @@ def _unconvert_lookup(module):
 
 
 def convert(model: nn.Module, *, report: bool = False):
-    """Replaces every module whose class is exactly one of torch.nn's activations (ReLU,
-    ReLU6, LeakyReLU, PReLU, ELU, Sigmoid, Tanh, SiLU, Softmax, LogSoftmax, and the classes
-    given to register_converter) with its fused_act equivalent, keeping its settings, its
+    """Replaces every module whose class is exactly one of torch.nn's activations that
+    fused_act has (ReLU, ReLU6, LeakyReLU, PReLU, ELU, Sigmoid, Tanh, SiLU, GELU, Mish,
+    Hardswish, Hardsigmoid, SELU, CELU, Softmax, LogSoftmax, and the classes given to
+    register_converter) with its fused_act equivalent, keeping its settings, its
     training mode, its hooks and (PReLU) its very weight Parameter.
 
     Every place a module occupies is converted: a module instance used several times (the
@@ -212,7 +215,7 @@ def convert(model: nn.Module, *, report: bool = False):
 
     Left alone: subclasses of the torch.nn classes (their forward may differ; teach
     convert() with register_converter), torch.nn activations without a fused version
-    (nn.GELU, nn.Hardswish, ...), and modules kept outside ``nn.Module``'s registry (plain
+    (nn.Softplus, nn.Hardtanh, ...), and modules kept outside ``nn.Module``'s registry (plain
     lists or dicts of modules).
 
     With ``report=True`` returns ``(model, report)``: a ConversionReport whose ``replaced``

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import _C
+from . import _C, _compile, _table
 from . import autograd as _ag
 from ._ops import ELEMENTWISE_OPS, WEIGHTED_OPS, built_with_cuda, ops
 
@@ -130,56 +130,77 @@ def _weighted(op, name, x, weight):
     return _WEIGHTED[op](x, weight)
 
 
-def relu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    if not _compiling():
-        y = (_C.relu_ if inplace else _C.relu)(input, 0.0)
-        if y is not NotImplemented:
-            return y
-    x, other = _check("relu", input, lambda: F.relu(input, inplace=inplace))
-    return other if x is None else _elementwise("relu", x, 0.0, inplace)
+# ---- the elementwise activations, generated from their rows (fused_act/_table.py) ----
+# Each becomes a plain function with torch's signature, compiled from source like the
+# methods of a dataclass: no per-call cost over a hand-written one.  Eager calls on plain
+# float tensors go to _C.<op> (NotImplemented for anything else); other inputs are checked,
+# torch's own function answers what fused_act leaves to it, and tensors of torch.func
+# transforms take the autograd.Function (_elementwise).
+
+def _not_implemented(*args):
+    return NotImplemented
 
 
-def relu_(input: torch.Tensor) -> torch.Tensor:
-    return relu(input, inplace=True)
+def _variant(name, param, value, choices):
+    """The operator a string parameter selects (GELU's approximate), or torch's error."""
+    op = choices.get(value) if isinstance(value, str) else None
+    if op is None:
+        raise RuntimeError(f"fused_act.{name}: {param} must be one of "
+                           f"{', '.join(map(repr, choices))}, not {value!r}")
+    return op
 
 
-def relu6(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    if not _compiling():
-        y = (_C.relu6_ if inplace else _C.relu6)(input, 0.0)
-        if y is not NotImplemented:
-            return y
-    x, other = _check("relu6", input, lambda: F.relu6(input, inplace=inplace))
-    return other if x is None else _elementwise("relu6", x, 0.0, inplace)
+def _function_source(row):
+    params = "".join(f", {n}={d!r}" for n, d in row.params)
+    if row.inplace:
+        params += ", inplace=False"
+    if isinstance(row.p, str):
+        p_fast, p_check = row.p, f"    p = _number({row.name!r}, {row.p!r}, {row.p})\n"
+    else:
+        p_fast, p_check = repr(float(row.p)), f"    p = {float(row.p)!r}\n"
+    if isinstance(row.op, tuple):
+        param, choices = row.op
+        fast = " else ".join(f"(_C.{op} if {param} == {value!r}" for value, op in choices.items())
+        fast += " else _not_implemented" + ")" * len(choices)
+        op_line = f"    op = _variant({row.name!r}, {param!r}, {param}, {dict(choices)!r})\n"
+    else:
+        fast = f"(_C.{row.op}_ if inplace else _C.{row.op})" if row.inplace else f"_C.{row.op}"
+        op_line = f"    op = {row.op!r}\n"
+    torch_args = "".join(f", {n}={n}" for n, _ in row.params)
+    if row.inplace:
+        torch_args += ", inplace=inplace"
+    src = (f"def {row.name}(input{params}):\n"
+           f"    if not _compiling():\n"
+           f"        y = {fast}(input, {p_fast})\n"
+           f"        if y is not NotImplemented:\n"
+           f"            return y\n"
+           f"{p_check}{op_line}"
+           f"    x, other = _check({row.name!r}, input, lambda: _torch_{row.name}(input{torch_args}),"
+           f" promote_integers={row.promote_integers})\n"
+           f"    return other if x is None else _elementwise(op, x, p, "
+           f"{'inplace' if row.inplace else 'False'})\n")
+    if row.inplace_alias:
+        names = ", ".join(n for n, _ in row.params)
+        src += (f"\n\ndef {row.name}_(input{''.join(f', {n}={d!r}' for n, d in row.params)}):\n"
+                f"    return {row.name}(input{', ' + names if names else ''}, inplace=True)\n")
+    return src
 
 
-def leaky_relu(input: torch.Tensor, negative_slope: float = 0.01,
-               inplace: bool = False) -> torch.Tensor:
-    if not _compiling():
-        y = (_C.leaky_relu_ if inplace else _C.leaky_relu)(input, negative_slope)
-        if y is not NotImplemented:
-            return y
-    slope = _number("leaky_relu", "negative_slope", negative_slope)
-    x, other = _check("leaky_relu", input,
-                      lambda: F.leaky_relu(input, negative_slope, inplace=inplace))
-    return other if x is None else _elementwise("leaky_relu", x, slope, inplace)
+def _define(row, namespace):
+    namespace[f"_torch_{row.name}"] = row.torch_function
+    _compile.define(_function_source(row), f"functional.{row.name}", namespace)
+    fn = namespace[row.name]
+    fn.__doc__ = (row.doc or f"fused_act's {row.name}, as torch.nn.functional's.") + (
+        "" if not row.inplace else "  With inplace=True the input is overwritten.")
+    fn.__module__ = __name__
+    names = [row.name]
+    if row.inplace_alias:
+        namespace[row.name + "_"].__module__ = __name__
+        names.append(row.name + "_")
+    return names
 
 
-def leaky_relu_(input: torch.Tensor, negative_slope: float = 0.01) -> torch.Tensor:
-    return leaky_relu(input, negative_slope, inplace=True)
-
-
-def elu(input: torch.Tensor, alpha: float = 1.0, inplace: bool = False) -> torch.Tensor:
-    if not _compiling():
-        y = (_C.elu_ if inplace else _C.elu)(input, alpha)
-        if y is not NotImplemented:
-            return y
-    a = _number("elu", "alpha", alpha)
-    x, other = _check("elu", input, lambda: F.elu(input, alpha, inplace=inplace))
-    return other if x is None else _elementwise("elu", x, a, inplace)
-
-
-def elu_(input: torch.Tensor, alpha: float = 1.0) -> torch.Tensor:
-    return elu(input, alpha, inplace=True)
+_GENERATED = [n for _row in _table.ROWS for n in _define(_row, globals())]
 
 
 def prelu(input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
@@ -189,33 +210,6 @@ def prelu(input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
             return y
     x, other = _check("prelu", input, lambda: F.prelu(input, weight))
     return other if x is None else _weighted("prelu", "prelu", x, weight)
-
-
-def sigmoid(input: torch.Tensor) -> torch.Tensor:
-    if not _compiling():
-        y = _C.sigmoid(input, 0.0)
-        if y is not NotImplemented:
-            return y
-    x, other = _check("sigmoid", input, lambda: torch.sigmoid(input), promote_integers=True)
-    return other if x is None else _elementwise("sigmoid", x, 0.0, False)
-
-
-def tanh(input: torch.Tensor) -> torch.Tensor:
-    if not _compiling():
-        y = _C.tanh(input, 0.0)
-        if y is not NotImplemented:
-            return y
-    x, other = _check("tanh", input, lambda: torch.tanh(input), promote_integers=True)
-    return other if x is None else _elementwise("tanh", x, 0.0, False)
-
-
-def silu(input: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    if not _compiling():
-        y = (_C.swish_ if inplace else _C.swish)(input, 1.0)
-        if y is not NotImplemented:
-            return y
-    x, other = _check("silu", input, lambda: F.silu(input, inplace=inplace))
-    return other if x is None else _elementwise("swish", x, 1.0, inplace)
 
 
 def swish(input: torch.Tensor, beta: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
@@ -296,8 +290,7 @@ def log_softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int
     return _softmax("log_softmax", True, torch.log_softmax, input, dim, _stacklevel, dtype)
 
 
-__all__ = ["relu", "relu_", "relu6", "leaky_relu", "leaky_relu_", "elu", "elu_", "prelu",
-           "sigmoid", "tanh", "silu", "swish", "softmax", "log_softmax"]
+__all__ = _GENERATED + ["prelu", "swish", "softmax", "log_softmax"]
 
 # torch.fx.symbolic_trace records these functions as calls (leaves) instead of tracing
 # into them with Proxy arguments.

@@ -11,39 +11,58 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _compile, _table
 from . import functional as FA
 
 _ops = torch.ops.fused_act
 
 
-class ReLU(nn.ReLU):
-    def forward(self, input):
-        if torch.jit.is_scripting():
-            if self.inplace:
-                _ops.relu_(input, 0.0)
-                return input
-            return _ops.relu(input, 0.0)
-        return FA.relu(input, inplace=self.inplace)
+# ---- the elementwise activations, generated from their rows (fused_act/_table.py) ----
+
+def _script_call(row, op, inplace):
+    p = f"float(self.{row.p})" if isinstance(row.p, str) else repr(float(row.p))
+    if not inplace:
+        return [f"return _ops.{op}(input, {p})"]
+    return [f"if self.inplace:", f"    _ops.{op}_(input, {p})", f"    return input",
+            f"return _ops.{op}(input, {p})"]
 
 
-class ReLU6(nn.ReLU6):
-    def forward(self, input):
-        if torch.jit.is_scripting():
-            if self.inplace:
-                _ops.relu6_(input, 0.0)
-                return input
-            return _ops.relu6(input, 0.0)
-        return FA.relu6(input, inplace=self.inplace)
+def _module_source(row):
+    if isinstance(row.op, tuple):
+        param, choices = row.op
+        script = []
+        for value, op in choices.items():
+            script += [f"if self.{param} == {value!r}:"]
+            script += ["    " + line for line in _script_call(row, op, row.inplace)]
+        script += [f"raise RuntimeError('fused_act.{row.name}: {param} must be one of "
+                   f"{', '.join(map(repr, choices)).replace(chr(39), '')}')"]
+    else:
+        script = _script_call(row, row.op, row.inplace)
+    args = "".join(f", self.{n}" for n, _ in row.params)
+    if row.inplace:
+        args += ", self.inplace"
+    base = "_Base" if row.torch_module is not None else "nn.Module"
+    return (f"class {row.module}({base}):\n"
+            f"    def forward(self, input):\n"
+            f"        if torch.jit.is_scripting():\n"
+            + "".join(f"            {line}\n" for line in script) +
+            f"        return FA.{row.name}(input{args})\n")
 
 
-class LeakyReLU(nn.LeakyReLU):
-    def forward(self, input):
-        if torch.jit.is_scripting():
-            if self.inplace:
-                _ops.leaky_relu_(input, self.negative_slope)
-                return input
-            return _ops.leaky_relu(input, self.negative_slope)
-        return FA.leaky_relu(input, self.negative_slope, self.inplace)
+def _define(row):
+    namespace = {"torch": torch, "nn": nn, "FA": FA, "_ops": _ops,
+                 "_Base": row.torch_module}
+    _compile.define(_module_source(row), f"modules.{row.module}", namespace)
+    cls = namespace[row.module]
+    cls.__module__ = __name__
+    cls.__doc__ = (f"Drop-in for torch.nn.{row.torch_module.__name__}: "
+                   if row.torch_module is not None else "") + (
+        row.doc or f"fused_act.functional.{row.name} as a module.")
+    globals()[row.module] = cls
+    return row.module
+
+
+_GENERATED = [_define(_row) for _row in _table.ROWS]
 
 
 class PReLU(nn.PReLU):
@@ -51,40 +70,6 @@ class PReLU(nn.PReLU):
         if torch.jit.is_scripting():
             return _ops.prelu(input, self.weight)
         return FA.prelu(input, self.weight)
-
-
-class ELU(nn.ELU):
-    def forward(self, input):
-        if torch.jit.is_scripting():
-            if self.inplace:
-                _ops.elu_(input, self.alpha)
-                return input
-            return _ops.elu(input, self.alpha)
-        return FA.elu(input, self.alpha, self.inplace)
-
-
-class Sigmoid(nn.Sigmoid):
-    def forward(self, input):
-        if torch.jit.is_scripting():
-            return _ops.sigmoid(input, 0.0)
-        return FA.sigmoid(input)
-
-
-class Tanh(nn.Tanh):
-    def forward(self, input):
-        if torch.jit.is_scripting():
-            return _ops.tanh(input, 0.0)
-        return FA.tanh(input)
-
-
-class SiLU(nn.SiLU):
-    def forward(self, input):
-        if torch.jit.is_scripting():
-            if self.inplace:
-                _ops.swish_(input, 1.0)
-                return input
-            return _ops.swish(input, 1.0)
-        return FA.silu(input, inplace=self.inplace)
 
 
 class Swish(nn.Module):
@@ -135,5 +120,4 @@ class LogSoftmax(nn.LogSoftmax):
         return FA.log_softmax(input, self.dim, _stacklevel=5)  # as nn.LogSoftmax does
 
 
-__all__ = ["ReLU", "ReLU6", "LeakyReLU", "PReLU", "ELU", "Sigmoid", "Tanh", "SiLU", "Swish",
-           "Softmax", "LogSoftmax"]
+__all__ = _GENERATED + ["PReLU", "Swish", "Softmax", "LogSoftmax"]

@@ -16,6 +16,12 @@ What each operator becomes (ONNX opset 18 operators, standard domain):
     sigmoid, tanh        Sigmoid, Tanh
     swish(beta)          x * Sigmoid(beta * x)   (silu: x * Sigmoid(x))
     swish_weighted(beta) x * Sigmoid(beta * x), the tensor beta reshaped as PReLU's weight
+    gelu                 x/2 * (1 + Erf(x/sqrt(2)))   (Gelu is an opset-20 operator)
+    gelu_tanh            x/2 * (1 + Tanh(sqrt(2/pi) * (x + 0.044715 x^3)))
+    mish, hardswish      Mish, HardSwish
+    hardsigmoid          HardSigmoid(alpha=1/6, beta=1/2)
+    selu, celu(alpha)    Selu (torch's alpha and scale), Celu(alpha=alpha)
+    relu_squared         Relu(x) * Relu(x)
     softmax(dim, log)    Softmax(axis=dim) or LogSoftmax(axis=dim)
 
 In-place calls (``inplace=True`` modules, ``relu_``, ...): a functionalized graph would carry
@@ -96,6 +102,37 @@ def _translations(op) -> Dict[str, Callable]:
     def swish_float(x, p: float):
         return swish(x, float(p))
 
+    def gelu(x, p: float):  # Gelu is an operator from opset 20 on: its formula here
+        half_x = op.Mul(constant_like(0.5, x), x)
+        erf = op.Erf(op.Mul(x, constant_like(0.7071067811865476, x)))
+        return op.Mul(half_x, op.Add(constant_like(1.0, x), erf))
+
+    def gelu_tanh(x, p: float):
+        cube = op.Mul(op.Mul(x, x), x)
+        inner = op.Mul(constant_like(0.7978845608028654, x),
+                       op.Add(x, op.Mul(constant_like(0.044715, x), cube)))
+        half_x = op.Mul(constant_like(0.5, x), x)
+        return op.Mul(half_x, op.Add(constant_like(1.0, x), op.Tanh(inner)))
+
+    def mish(x, p: float):
+        return op.Mish(x)
+
+    def hardswish(x, p: float):
+        return op.HardSwish(x)
+
+    def hardsigmoid(x, p: float):
+        return op.HardSigmoid(x, alpha=1.0 / 6.0, beta=0.5)
+
+    def selu(x, p: float):  # torch's alpha and scale (ONNX's defaults, rounded to float)
+        return op.Selu(x, alpha=1.6732632423543772, gamma=1.0507009873554805)
+
+    def celu(x, p: float):
+        return op.Celu(x, alpha=float(p))
+
+    def relu_squared(x, p: float):
+        r = op.Relu(x)
+        return op.Mul(r, r)
+
     def prelu(x, weight):
         return op.PRelu(x, channel_weight(x, weight, "prelu"))
 
@@ -111,7 +148,9 @@ def _translations(op) -> Dict[str, Callable]:
 
     return {
         "relu": relu, "relu6": relu6, "leaky_relu": leaky_relu, "elu": elu,
-        "sigmoid": sigmoid, "tanh": tanh, "swish": swish_float,
+        "sigmoid": sigmoid, "tanh": tanh, "swish": swish_float, "gelu": gelu,
+        "gelu_tanh": gelu_tanh, "mish": mish, "hardswish": hardswish,
+        "hardsigmoid": hardsigmoid, "selu": selu, "celu": celu, "relu_squared": relu_squared,
         "prelu": prelu, "swish_weighted": swish_weighted, "softmax": softmax,
     }
 
@@ -183,6 +222,22 @@ def _legacy_symbolics():
     def swish(g, x, beta):
         return g.op("Mul", x, g.op("Sigmoid", g.op("Mul", beta, x)))
 
+    def gelu(g, x, p):
+        erf = g.op("Erf", g.op("Mul", x, const(g, 0.7071067811865476, x)))
+        return g.op("Mul", g.op("Mul", const(g, 0.5, x), x),
+                    g.op("Add", const(g, 1.0, x), erf))
+
+    def gelu_tanh(g, x, p):
+        cube = g.op("Mul", g.op("Mul", x, x), x)
+        inner = g.op("Mul", const(g, 0.7978845608028654, x),
+                     g.op("Add", x, g.op("Mul", const(g, 0.044715, x), cube)))
+        return g.op("Mul", g.op("Mul", const(g, 0.5, x), x),
+                    g.op("Add", const(g, 1.0, x), g.op("Tanh", inner)))
+
+    def relu_squared(g, x, p):
+        r = g.op("Relu", x)
+        return g.op("Mul", r, r)
+
     def softmax(g, x, dim, log):
         dim, log = sh._get_const(dim, "i", "dim"), sh._get_const(log, "b", "log")
         if sh._get_tensor_rank(x) == 0:
@@ -200,6 +255,16 @@ def _legacy_symbolics():
         "sigmoid": lambda g, x, p: g.op("Sigmoid", x),
         "tanh": lambda g, x, p: g.op("Tanh", x),
         "swish": lambda g, x, p: swish(g, x, const(g, scalar(p), x)),
+        "gelu": gelu,
+        "gelu_tanh": gelu_tanh,
+        # Mish is an operator from opset 18 on.
+        "mish": lambda g, x, p: g.op("Mul", x, g.op("Tanh", g.op("Softplus", x))),
+        "hardswish": lambda g, x, p: g.op("HardSwish", x),
+        "hardsigmoid": lambda g, x, p: g.op("HardSigmoid", x, alpha_f=1.0 / 6.0, beta_f=0.5),
+        "selu": lambda g, x, p: g.op("Selu", x, alpha_f=1.6732632423543772,
+                                     gamma_f=1.0507009873554805),
+        "celu": lambda g, x, p: g.op("Celu", x, alpha_f=scalar(p)),
+        "relu_squared": relu_squared,
         "prelu": lambda g, x, w: g.op("PRelu", x, channel_weight(g, x, w, "prelu")),
         "swish_weighted": lambda g, x, w: swish(g, x, channel_weight(g, x, w, "swish_weighted")),
         "softmax": softmax,

@@ -1,24 +1,19 @@
-"""The table of activations: one row per public activation, used by the tests (their
-parametrization) and by bench/run.py (their rows).  A new activation appears in both as
-soon as it has a row here."""
+"""The table of activations as the tests (their parametrization) and bench/run.py (their
+rows) see it.  The elementwise activations come from their rows in fused_act/_table.py (a new
+activation appears here, and so in the tests and the benchmark, as soon as it has one); the
+weighted ones and the softmax are listed here by hand."""
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from . import _table
 from . import functional as FA
 from . import modules as M
-
-
-@dataclass(frozen=True)
-class Setting:
-    """One way to call an activation: its id and a function of the input giving the
-    keyword arguments (tensors such as PReLU's weight are built to match the input)."""
-
-    id: str
-    kwargs: Callable[[torch.Tensor], Dict] = field(default=lambda x: {})
+from ._ops import ops
+from ._table import Setting
 
 
 @dataclass(frozen=True)
@@ -33,6 +28,14 @@ class Activation:
     saves: str               # what the backward keeps: "output" or "input"
     inplace: bool = False    # has an ``inplace`` flag
     module_kwargs: Dict = field(default_factory=dict)  # a non-default module config
+    # The float64 truth for accuracy tests (torch's own float64 result where None).
+    exact: Optional[Callable] = None
+    ops: Tuple[str, ...] = ()  # the C++ operators it calls
+
+    @property
+    def truth(self) -> Callable:
+        """The float64 reference for accuracy checks."""
+        return self.exact or self.reference
 
 
 def _slopes(x, n):
@@ -49,42 +52,39 @@ def _channels(x):
     return x.shape[1] if x.dim() >= 2 else 1
 
 
-ACTIVATIONS = (
-    Activation("relu", FA.relu, F.relu, M.ReLU, nn.ReLU, (Setting("default"),),
-               lambda x: x * (x > 0).to(x.dtype), "output", inplace=True),
-    Activation("relu6", FA.relu6, F.relu6, M.ReLU6, nn.ReLU6, (Setting("default"),),
-               lambda x: torch.minimum(torch.maximum(x, torch.zeros_like(x)),
-                                       torch.full_like(x, 6.0)), "output", inplace=True),
-    Activation("leaky_relu", FA.leaky_relu, F.leaky_relu, M.LeakyReLU, nn.LeakyReLU,
-               (Setting("default"), Setting("slope0.2", lambda x: {"negative_slope": 0.2}),
-                Setting("slope-0.3", lambda x: {"negative_slope": -0.3})),
-               lambda x: torch.where(x > 0, x, 0.01 * x), "output", inplace=True,
-               module_kwargs={"negative_slope": 0.2}),
+def _saves(op):
+    """What the backward keeps at the operator's default parameter: the C++ rule."""
+    return "output" if ops.saves_output(op, 0.0, False) else "input"
+
+
+def _from_row(row):
+    op = row.ops[0]
+    return Activation(row.name, getattr(FA, row.name), row.torch_function,
+                      getattr(M, row.module), row.torch_module, row.settings, row.composite,
+                      _saves(op), inplace=row.inplace, module_kwargs=row.module_kwargs,
+                      exact=row.exact, ops=row.ops)
+
+
+_ROWS = {row.name: _from_row(row) for row in _table.ROWS}
+
+# The elementwise rows in the table's order, with prelu after leaky_relu and swish after silu.
+ACTIVATIONS = tuple(
+    [_ROWS[n] for n in ("relu", "relu6", "leaky_relu")] + [
     Activation("prelu", FA.prelu, F.prelu, M.PReLU, nn.PReLU,
                (Setting("shared", lambda x: {"weight": torch.full((1,), 0.25, dtype=x.dtype,
                                                                   device=x.device)}),
                 Setting("per_channel", lambda x: {"weight": _slopes(x, _channels(x))})),
                lambda x: torch.where(x > 0, x, 0.25 * x), "input",
-               module_kwargs={"num_parameters": 1, "init": 0.1}),
-    Activation("elu", FA.elu, F.elu, M.ELU, nn.ELU,
-               (Setting("default"), Setting("alpha0.5", lambda x: {"alpha": 0.5}),
-                Setting("alpha-0.7", lambda x: {"alpha": -0.7})),
-               lambda x: torch.where(x > 0, x, torch.exp(x) - 1), "input", inplace=True,
-               module_kwargs={"alpha": 0.5}),
-    Activation("sigmoid", FA.sigmoid, torch.sigmoid, M.Sigmoid, nn.Sigmoid,
-               (Setting("default"),), lambda x: 1 / (1 + torch.exp(-x)), "output"),
-    Activation("tanh", FA.tanh, torch.tanh, M.Tanh, nn.Tanh, (Setting("default"),),
-               lambda x: (torch.exp(x) - torch.exp(-x)) / (torch.exp(x) + torch.exp(-x)),
-               "output"),
-    Activation("silu", FA.silu, F.silu, M.SiLU, nn.SiLU, (Setting("default"),),
-               lambda x: x * torch.sigmoid(x), "input", inplace=True),
+               module_kwargs={"num_parameters": 1, "init": 0.1}, ops=("prelu",)),
+] + [_ROWS[n] for n in ("elu", "sigmoid", "tanh", "silu")] + [
     Activation("swish", FA.swish, _swish_reference, M.Swish,
                nn.SiLU,
                (Setting("default"), Setting("beta1.7", lambda x: {"beta": 1.7}),
                 Setting("beta_tensor", lambda x: {"beta": torch.full((1,), 0.8, dtype=x.dtype,
                                                                      device=x.device)})),
-               lambda x: x * torch.sigmoid(x), "input"),
-)
+               lambda x: x * torch.sigmoid(x), "input", ops=("swish", "swish_weighted")),
+] + [r for n, r in _ROWS.items()
+         if n not in ("relu", "relu6", "leaky_relu", "elu", "sigmoid", "tanh", "silu")])
 
 BY_NAME = {a.name: a for a in ACTIVATIONS}
 
@@ -94,11 +94,11 @@ SOFTMAX = (
     Activation("softmax", FA.softmax, torch.softmax, M.Softmax, nn.Softmax,
                (Setting("dim-1", lambda x: {"dim": -1}),),
                lambda x: torch.exp(x) / torch.exp(x).sum(-1, keepdim=True), "output",
-               module_kwargs={"dim": -1}),
+               module_kwargs={"dim": -1}, ops=("softmax",)),
     Activation("log_softmax", FA.log_softmax, torch.log_softmax, M.LogSoftmax, nn.LogSoftmax,
                (Setting("dim-1", lambda x: {"dim": -1}),),
                lambda x: x - torch.log(torch.exp(x).sum(-1, keepdim=True)), "output",
-               module_kwargs={"dim": -1}),
+               module_kwargs={"dim": -1}, ops=("softmax",)),
 )
 
 ALL = ACTIVATIONS + SOFTMAX
