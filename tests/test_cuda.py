@@ -81,7 +81,7 @@ def _check_activation(act, setting, x, grad, k=0):
     kw = _kwargs(setting, x, requires_grad=True)
     y, grads = _run_fused(act, x, kw, grad, k)
     x64, grad64 = x.double(), grad.double()
-    y64, grads64 = _run(act.reference, x64, _kwargs(setting, x, torch.float64, True), grad64)
+    y64, grads64 = _run(act.truth, x64, _kwargs(setting, x, torch.float64, True), grad64)
     if dtype in (torch.float32, torch.float64):
         y_ref, grads_ref = _run(act.reference, x, _kwargs(setting, x, requires_grad=True), grad)
         close(y, y_ref, msg=f"{act.name} forward")
