@@ -298,6 +298,33 @@ def test_weighted_backward_streams_out_of_phase(name, dtype):
         assert err <= 32 * torch.finfo(dtype).eps * magnitude, (kg, kx, err)
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", ["prelu", "swish_weighted"])
+def test_shared_weight_gradient_is_deterministic(name, dtype):
+    # One weight (inner = numel, one channel): each block's total goes to its own slot
+    # and one block sums the slots in a fixed order, so repeated runs give the same bits
+    # (with atomics, thousands of blocks adding in scheduling order, float32/float64
+    # results differ in their last bits between runs).  Shapes: a few blocks; more
+    # blocks than one grid wave with a ragged tail; an input with a storage offset (a
+    # peeled head done by block 0).
+    op = getattr(torch.ops.fused_act, f"{name}_backward")
+    w = torch.tensor([0.25], dtype=dtype, device="cuda")
+    for shape, k in [((3, 1000), 0), ((_wave_elements(dtype) // 7 + 5, 7), 0), ((999, 37), 1)]:
+        g = _offset(_rand(shape, dtype, scale=1.0, seed=21), k)
+        x = _offset(_rand(shape, dtype, seed=22), k)
+        dws = [op(g, x, w, True)[1] for _ in range(4)]
+        for dw in dws[1:]:
+            assert torch.equal(dw, dws[0]), (shape, k, dw.item(), dws[0].item())
+        x64 = x.double()
+        w64 = w.double().requires_grad_()
+        y64 = (torch.nn.functional.prelu(x64, w64) if name == "prelu"
+               else x64 * torch.sigmoid(w64 * x64))
+        (dw64,) = torch.autograd.grad(y64, (w64,), g.double())
+        magnitude = (g.double().abs() * x64.abs() * (1 + x64.abs())).sum().item()
+        err = (dws[0].double() - dw64).abs().max().item()
+        assert err <= 16 * torch.finfo(dtype).eps * magnitude, (shape, k, err)
+
+
 def test_weighted_offsets_past_32_bits():
     # More than 2^32 elements: the weighted kernels' 64-bit channel index.
     m = (2 ** 32 + 4099) // 3 + 1

@@ -31,8 +31,17 @@
 // flushed to a per-block shared-memory total per channel, and each block adds its totals
 // to the result with one atomic per channel: no temporary the size of the input (the
 // previous version wrote every element's term to memory and summed it afterwards).
-// The order of those float additions depends on scheduling, so the weight gradient can
-// differ in its last bits from run to run (as torch's atomics-based reductions do).
+// Determinism: with one weight (a shared PReLU slope or Swish beta, the common case) the
+// gradient is the same on every run: each thread's terms stay in its register, a fixed
+// shuffle tree sums the block, the block writes its total to its own slot of a small
+// buffer (one value per block), and a one-block kernel sums the slots in a fixed order;
+// no second pass over the data.  With one weight per channel the atomics above make the
+// order of the float additions depend on scheduling, so that gradient can differ in its
+// last bits from run to run (as torch's atomics-based reductions do).  Making it
+// deterministic in one pass needs an ordered reduction per channel inside each block
+// (the runs of one channel are spread over all threads of a block when `inner` is small,
+// and a block can touch thousands of channels), plus one buffer slot per (block,
+// channel touched): a segmented reduction per tile through shared memory, not done yet.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -204,6 +213,32 @@ struct ChannelMap {
 
 enum class WMode { kForward, kBackward, kBackwardWeightGrad };
 
+// The sum of v over the block's threads by a fixed tree (xor shuffles, then the warps'
+// totals in order): the same bits on every run.  The result is in thread 0.
+template <class T>
+__device__ T block_sum_ordered(T v) {
+  __shared__ T warp_total[kThreads / 32];
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (threadIdx.x % 32 == 0) warp_total[threadIdx.x / 32] = v;
+  __syncthreads();
+  T total = T(0);
+  if (threadIdx.x == 0)
+    for (int w = 0; w < kThreads / 32; ++w) total += warp_total[w];
+  return total;
+}
+
+// The weight gradient of one channel from the blocks' totals, summed in block order by
+// one block of kThreads threads (thread t: blocks t, t + kThreads, ...).
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    sum_block_totals(const T* __restrict__ totals, int64_t blocks, T* __restrict__ dw_acc) {
+  T v = T(0);
+  for (int64_t b = threadIdx.x; b < blocks; b += kThreads) v += totals[b];
+  v = block_sum_ordered(v);
+  if (threadIdx.x == 0) dw_acc[0] = v;
+}
+
 // kForward: out = F::forward(a, w[c]).  kBackward*: out = dx from (a = g, b = x, w[c]);
 // kBackwardWeightGrad also sums F::weight_grad per channel into dw_acc (opmath type,
 // zeroed by the caller).  The first `head` elements (up to the lead stream's 16-byte
@@ -214,12 +249,14 @@ enum class WMode { kForward, kBackward, kBackwardWeightGrad };
 // (vector accesses; the others element by element, launch.h); without, all are.
 // smem_channels: the per-channel
 // totals go through shared memory (C * sizeof(acc) bytes of dynamic shared memory);
-// otherwise each run of a channel is added to dw_acc directly.
+// otherwise each run of a channel is added to dw_acc directly.  With one channel,
+// block_totals (one slot per block) takes the block's total instead, in a fixed order.
 template <WMode kMode, class F, int kVec, bool kWide, bool kMixed, class scalar_t>
 __global__ void __launch_bounds__(kThreads)
     weighted_kernel(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
                     const scalar_t* __restrict__ w, scalar_t* __restrict__ out,
-                    at::opmath_type<scalar_t>* __restrict__ dw_acc, int64_t n, int head,
+                    at::opmath_type<scalar_t>* __restrict__ dw_acc,
+                    at::opmath_type<scalar_t>* __restrict__ block_totals, int64_t n, int head,
                     int64_t chunk, unsigned vec_mask, ChannelMap map, bool smem_channels) {
   using T = at::opmath_type<scalar_t>;
   using P = Pack<scalar_t, kVec>;
@@ -312,6 +349,11 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t t = begin + nvec * kVec;
   if (t < end && threadIdx.x == 0) partial(t, int(end - t));
   if constexpr (kGrad) {
+    if (map.channels == 1) {  // every term is in `run` (channel 0 never changes)
+      const T total = block_sum_ordered(run_c == 0 ? run : T(0));
+      if (threadIdx.x == 0) block_totals[blockIdx.x] = total;
+      return;
+    }
     flush();
     if (smem_channels) {
       __syncthreads();
@@ -344,8 +386,8 @@ void launch_weighted(const scalar_t* a, const scalar_t* b, const scalar_t* w, sc
     map.by_inner = FastDivmod(uint32_t(inner));
     map.by_channels = FastDivmod(uint32_t(channels));
   }
-  const bool smem_channels =
-      kMode == WMode::kBackwardWeightGrad && channels * int64_t(sizeof(T)) <= kMaxChannelSmem;
+  const bool smem_channels = kMode == WMode::kBackwardWeightGrad && channels > 1 &&
+                             channels * int64_t(sizeof(T)) <= kMaxChannelSmem;
   const size_t smem = smem_channels ? size_t(channels) * sizeof(T) : 0;
   auto stream = c10::cuda::getCurrentCUDAStream();
   auto go = [&](auto kernel) {
@@ -359,9 +401,20 @@ void launch_weighted(const scalar_t* a, const scalar_t* b, const scalar_t* w, sc
     int64_t chunk = (body + blocks - 1) / blocks;
     chunk = std::max<int64_t>(kVec, (chunk + kVec - 1) / kVec * kVec);
     blocks = std::max<int64_t>(1, (body + chunk - 1) / chunk);
-    kernel<<<blocks, kThreads, smem, stream>>>(a, b, w, out, dw_acc, n, head, chunk, lead.vec,
-                                               map, smem_channels);
+    const bool ordered = kMode == WMode::kBackwardWeightGrad && channels == 1;
+    at::Tensor totals;  // one slot per block, on this stream (the caching allocator)
+    if (ordered)
+      totals = at::empty({blocks}, at::TensorOptions()
+                                       .dtype(c10::CppTypeToScalarType<T>::value)
+                                       .device(at::kCUDA, c10::cuda::current_device()));
+    T* totals_p = ordered ? totals.mutable_data_ptr<T>() : nullptr;
+    kernel<<<blocks, kThreads, smem, stream>>>(a, b, w, out, dw_acc, totals_p, n, head, chunk,
+                                               lead.vec, map, smem_channels);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (ordered) {
+      sum_block_totals<T><<<1, kThreads, 0, stream>>>(totals_p, blocks, dw_acc);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
   };
   const bool mixed = lead.vec != (b ? 7u : 3u);
   if (wide && mixed)
