@@ -171,8 +171,9 @@ def test_second_grid_stride_pass(act, setting, dtype):
 @pytest.mark.parametrize("act,setting", CASES)
 def test_storage_offsets_and_mixed_alignment(act, setting, dtype):
     # Offsets 0..kVec of the input and of the gradient (same offset: vector body after a
-    # peeled head; different offsets: the unrolled scalar kernel), several lengths around
-    # the vector width.
+    # peeled head; different offsets: the lead stream on vectors, the others element by
+    # element; tensors shorter than a head plus a vector: all head and tail), several
+    # lengths around the vector width.
     v = _vec(dtype)
     for n in (v - 1, v, v + 1, 3 * v + 2, 4099):
         base = _rand((3, n), dtype, seed=n)
@@ -231,6 +232,97 @@ def test_weighted_channel_index_and_weight_gradient(name, shape, layout, dtype):
         assert err <= 16 * torch.finfo(dtype).eps * magnitude + 1e-30, err
     else:
         _check_activation(act, setting, x, grad)
+
+
+# Backward ops with their own first argument (the incoming gradient) and saved tensor, and
+# the parameter the activation's rule passes; saves: what the tensor `saved` holds.
+_BACKWARD_OPS = [("relu", 0.0), ("relu6", 0.0), ("leaky_relu", 0.2), ("elu", 1.0),
+                 ("sigmoid", 0.0), ("tanh", 0.0), ("swish", 1.0)]
+
+
+def _same_values(actual, expected, msg):
+    """Two runs of the same kernel math on the same values at different addresses: equal
+    up to the last rounding of the result (one ULP)."""
+    if actual.dtype in (torch.float32, torch.float64):
+        close(actual, expected, msg=msg)
+    else:
+        within_rounding(actual, expected.double(), msg=msg)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name,p", _BACKWARD_OPS, ids=[n for n, _ in _BACKWARD_OPS])
+def test_backward_streams_out_of_phase(name, p, dtype):
+    # dx (a fresh, aligned tensor) against grad and saved at offsets kg, ks from 16 bytes:
+    # (k, k): grad and saved lead, dx stored element by element; (0, k): grad and dx lead,
+    # saved read element by element; (k, 0): saved and dx lead, grad element by element;
+    # (1, 2): three phases, grad leads.  Lengths around the vector width and with a
+    # second grid-stride pass.
+    v = _vec(dtype)
+    saves_output = BY_NAME[name].saves == "output"
+    op = getattr(torch.ops.fused_act, f"{name}_backward")
+    phases = {(k, k) for k in range(1, v)} | {(0, k) for k in range(1, v)} | {
+        (k, 0) for k in range(1, v)} | ({(1, 2)} if v > 2 else set())
+    for n in (2 * v + 1, 4099, _wave_elements(dtype) + 3):
+        g = _rand((n,), dtype, scale=1.0, seed=n)
+        x = _rand((n,), dtype, seed=n + 1)
+        saved = torch.sigmoid(x) if saves_output else x
+        expected = op(g, saved, p, saves_output)
+        for kg, ks in sorted(phases):
+            dx = op(_offset(g, kg), _offset(saved, ks), p, saves_output)
+            assert dx.data_ptr() % 16 == 0
+            _same_values(dx, expected, f"{name} n={n} grad offset {kg} saved offset {ks}")
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", ["prelu", "swish_weighted"])
+def test_weighted_backward_streams_out_of_phase(name, dtype):
+    # The weighted kernels peel the head of the lead stream too: grad and x at offsets
+    # (k, k) (dx out of phase), (0, k), (k, 0) and (1, 2); 5 channels of 7 (runs that
+    # cross vectors).  dw is summed in another order, so it is compared within rounding
+    # of the sum's magnitude.
+    v = _vec(dtype)
+    op = getattr(torch.ops.fused_act, f"{name}_backward")
+    phases = {(k, k) for k in range(1, v)} | {(0, k) for k in range(1, v)} | {
+        (k, 0) for k in range(1, v)} | ({(1, 2)} if v > 2 else set())
+    shape = (301, 5, 7)
+    g = _rand(shape, dtype, scale=1.0, seed=11)
+    x = _rand(shape, dtype, seed=12)
+    w = torch.linspace(-0.5, 1.5, 5, dtype=torch.float64).to("cuda", dtype)
+    dx_ref, dw_ref = op(g, x, w, True)
+    magnitude = (g.double().abs() * x.double().abs() * (1 + x.double().abs())).sum().item()
+    for kg, kx in sorted(phases):
+        dx, dw = op(_offset(g, kg), _offset(x, kx), w, True)
+        _same_values(dx, dx_ref, f"{name} dx, grad offset {kg}, x offset {kx}")
+        err = (dw.double() - dw_ref.double()).abs().max().item()
+        # each run within 16 eps x magnitude of the exact sum (_check_activation): 32 apart
+        assert err <= 32 * torch.finfo(dtype).eps * magnitude, (kg, kx, err)
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+@pytest.mark.parametrize("name", ["prelu", "swish_weighted"])
+def test_shared_weight_gradient_is_deterministic(name, dtype):
+    # One weight (inner = numel, one channel): each block's total goes to its own slot
+    # and one block sums the slots in a fixed order, so repeated runs give the same bits
+    # (with atomics, thousands of blocks adding in scheduling order, float32/float64
+    # results differ in their last bits between runs).  Shapes: a few blocks; more
+    # blocks than one grid wave with a ragged tail; an input with a storage offset (a
+    # peeled head done by block 0).
+    op = getattr(torch.ops.fused_act, f"{name}_backward")
+    w = torch.tensor([0.25], dtype=dtype, device="cuda")
+    for shape, k in [((3, 1000), 0), ((_wave_elements(dtype) // 7 + 5, 7), 0), ((999, 37), 1)]:
+        g = _offset(_rand(shape, dtype, scale=1.0, seed=21), k)
+        x = _offset(_rand(shape, dtype, seed=22), k)
+        dws = [op(g, x, w, True)[1] for _ in range(4)]
+        for dw in dws[1:]:
+            assert torch.equal(dw, dws[0]), (shape, k, dw.item(), dws[0].item())
+        x64 = x.double()
+        w64 = w.double().requires_grad_()
+        y64 = (torch.nn.functional.prelu(x64, w64) if name == "prelu"
+               else x64 * torch.sigmoid(w64 * x64))
+        (dw64,) = torch.autograd.grad(y64, (w64,), g.double())
+        magnitude = (g.double().abs() * x64.abs() * (1 + x64.abs())).sum().item()
+        err = (dws[0].double() - dw64).abs().max().item()
+        assert err <= 16 * torch.finfo(dtype).eps * magnitude, (shape, k, err)
 
 
 def test_weighted_offsets_past_32_bits():
@@ -316,7 +408,8 @@ def test_softmax_odd_rows_and_storage_offsets(n, dtype, log):
 
 @pytest.mark.parametrize("log", LOG)
 def test_softmax_gradient_out_of_phase(log):
-    # dy and y at different offsets from 16 bytes: the backward's one-element-at-a-time sum.
+    # dy and y at different offsets from 16 bytes: the one not leading is read element by
+    # element (block tier).
     for n in (1025, 50257):
         y = FA.softmax(_rand((3, n), torch.float32), -1)
         g = _rand((3, n), torch.float32, scale=1.0, seed=5)
@@ -326,6 +419,56 @@ def test_softmax_gradient_out_of_phase(log):
             tdx = (torch._log_softmax_backward_data if log else torch._softmax_backward_data)(
                 g, y, -1, torch.float32)
             _check_close(dx, tdx, _reference_grad(g, y.double(), -1, log))
+
+
+def _warp_odd_lengths(dtype):
+    """Row lengths of the warp tier (up to 1024, float64 512) that are not a multiple of
+    the vector width, one or two per power-of-two layout whose lanes hold a vector."""
+    top = 512 if dtype == torch.float64 else 1024
+    return [n for n in (33, 47, 63, 65, 99, 127, 129, 201, 255, 257, 383, 511, 513, 777, 1023)
+            if n <= top]
+
+
+@pytest.mark.parametrize("log", LOG)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_softmax_warp_odd_rows_every_phase(dtype, log):
+    # Odd row lengths: consecutive rows start at every offset from a vector boundary
+    # (2 x kVec + 1 rows), each with its own peeled head and tail in the lanes' edge
+    # register; the input also at offsets 1..kVec - 1 (y, a fresh tensor, then out of
+    # x's phase: stored element by element).
+    v = _vec(dtype)
+    for n in _warp_odd_lengths(dtype):
+        for k in range(v):
+            _check_softmax(_offset(_rand((2 * v + 1, n), dtype, seed=n + k), k), log)
+
+
+def _softmax_backward_phases(g, y, kg, ky, log):
+    dx = torch.ops.fused_act.softmax_backward(_offset(g, kg), _offset(y, ky), -1, log)
+    assert dx.data_ptr() % 16 == 0
+    tdx = (torch._log_softmax_backward_data if log else torch._softmax_backward_data)(
+        g, y, -1, g.dtype)
+    _check_close(dx, tdx, _reference_grad(g, y.double(), -1, log))
+
+
+@pytest.mark.parametrize("log", LOG)
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_softmax_backward_dx_out_of_phase(dtype, log):
+    # Backward with dy and y at offsets (kg, ky) from 16 bytes and dx fresh (aligned):
+    # (k, k): dy and y lead, dx stored element by element; (0, k): dy and dx lead, y read
+    # element by element; (k, 0): y and dx lead; (1, 2): three phases.  Warp tier (odd
+    # lengths: every row phase) and block tier (cached and, for float32, partly cached).
+    v = _vec(dtype)
+    phases = {(k, k) for k in range(1, v)} | {(0, k) for k in range(1, v)} | {
+        (k, 0) for k in range(1, v)} | ({(1, 2)} if v > 2 else set())
+    lengths = [_warp_odd_lengths(dtype)[0], _warp_odd_lengths(dtype)[-1], 1025, 4097]
+    if dtype == torch.float32:
+        lengths.append(_props().shared_memory_per_block_optin // 8 + 5)  # past the cache
+    for n in lengths:
+        y = FA.log_softmax(_rand((2 * v + 1, n), dtype), -1) if log else FA.softmax(
+            _rand((2 * v + 1, n), dtype), -1)
+        g = _rand(y.shape, dtype, scale=1.0, seed=n)
+        for kg, ky in sorted(phases):
+            _softmax_backward_phases(g, y, kg, ky, log)
 
 
 @pytest.mark.parametrize("log", LOG)

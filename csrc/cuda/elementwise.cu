@@ -10,12 +10,18 @@
 // Each thread issues kUnroll = 4 independent 128-bit loads per input before it computes
 // or stores anything (64 bytes per input per thread; 8 blocks of 256 threads per SM give
 // 128 KB per input in flight), so the exp/tanh chains of sigmoid, swish and elu hide
-// behind loads instead of serializing them.  Addresses: when every pointer has the same
-// offset from a 16-byte boundary (aligned tensors, in-place ops, equal storage offsets)
-// the first few elements are peeled (the "head") and the rest runs on 128-bit accesses,
-// with a scalar tail after the last whole vector; pointers at different offsets (say an
-// input with a storage offset of one element and a fresh output) run scalar, unrolled
-// 8-wide to keep as many loads in flight.
+// behind loads instead of serializing them.  Addresses: the first few elements up to a
+// 16-byte boundary of one stream, the lead, are peeled (the "head"), the rest runs in
+// whole vectors with a scalar tail after the last one.  The lead is the phase (offset
+// from a 16-byte boundary) shared by the most streams, an input on a tie (launch.h,
+// pick_lead): every stream in its phase (all of them for aligned tensors, in-place ops,
+// equal storage offsets) uses 128-bit accesses; a stream out of phase (say a gradient
+// with a storage offset of one element next to an aligned saved tensor and output)
+// reads or writes the same elements one by one, with the same bytes in flight (kUnroll
+// x 16 bytes per thread), so one odd stream no longer turns the others scalar.  That
+// case is its own instantiation (kMixed): the scalar accesses of a 2-byte type need
+// twice the registers of its vectors (46 -> 82 for a float16 backward), which must not
+// cost the common all-aligned case occupancy.
 //
 // The weighted kernels (prelu, trainable swish: weight w[(o / inner) % channels] for the
 // element at flat offset o) divide once per 128-bit vector, by multiply-high (FastDivmod,
@@ -24,9 +30,18 @@
 // channel boundaries: the weight gradient is summed in registers per run of one channel,
 // flushed to a per-block shared-memory total per channel, and each block adds its totals
 // to the result with one atomic per channel: no temporary the size of the input (the
-// previous version wrote every element's term to memory and summed it afterwards).  The
-// order of those float additions depends on scheduling, so the weight gradient can differ
-// in its last bits from run to run (as torch's atomics-based reductions do).
+// previous version wrote every element's term to memory and summed it afterwards).
+// Determinism: with one weight (a shared PReLU slope or Swish beta, the common case) the
+// gradient is the same on every run: each thread's terms stay in its register, a fixed
+// shuffle tree sums the block, the block writes its total to its own slot of a small
+// buffer (one value per block), and a one-block kernel sums the slots in a fixed order;
+// no second pass over the data.  With one weight per channel the atomics above make the
+// order of the float additions depend on scheduling, so that gradient can differ in its
+// last bits from run to run (as torch's atomics-based reductions do).  Making it
+// deterministic in one pass needs an ordered reduction per channel inside each block
+// (the runs of one channel are spread over all threads of a block when `inner` is small,
+// and a block can touch thousands of channels), plus one buffer slot per (block,
+// channel touched): a segmented reduction per tile through shared memory, not done yet.
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
@@ -45,38 +60,31 @@ namespace fused_act {
 namespace {
 
 using cuda_detail::FastDivmod;
+using cuda_detail::head_of;
+using cuda_detail::load_vec;
+using cuda_detail::Pack;
+using cuda_detail::store_vec;
 
 constexpr int kThreads = 256;
-
-template <class T, int N>
-struct alignas(sizeof(T) * N) Pack {
-  T v[N];
-};
 
 template <class T, int N>
 struct Ptrs {
   T p[N];
 };
 
-// Elements before the first 16-byte boundary at or after p (0 when p is aligned).
-template <class scalar_t>
-__host__ __device__ inline int head_of(const void* p) {
-  constexpr int kVec = 16 / sizeof(scalar_t);
-  const int mis = int((reinterpret_cast<uintptr_t>(p) % 16) / sizeof(scalar_t));
-  return (kVec - mis) % kVec;
-}
-
-// kVec elements per access (1: scalar), kUnroll accesses in flight per input.  The body
-// starts `head` elements in (every pointer is 16-byte aligned there when kVec > 1); the
-// head and the tail (< kVec elements after the last whole vector) are done by the first
-// threads of block 0 and of the last block.  In-place calls alias an input and an output
+// kVec elements per access, kUnroll accesses in flight per input.  The body starts
+// `head` elements in (head <= n; the lead stream is 16-byte aligned there); with
+// kMixed, bit j of vec_mask says input j, bit kIn + j output j, is in the lead's phase
+// (vector accesses), else it goes element by element (launch.h, load_vec / store_vec);
+// without, every stream is in phase.  The head and the tail (< kVec elements after the
+// last whole vector) are done by the first threads of block 0 and of the last block.  In-place calls alias an input and an output
 // (same index, same thread, read before written), so no __restrict__ here; the loads of
 // an iteration are issued before its stores in program order, which is all the
 // compiler needs to keep them in flight together.
-template <int kVec, int kUnroll, int kIn, int kOut, class scalar_t, class Op>
+template <int kVec, int kUnroll, bool kMixed, int kIn, int kOut, class scalar_t, class Op>
 __global__ void __launch_bounds__(kThreads)
     elementwise_kernel(Ptrs<const scalar_t*, kIn> in, Ptrs<scalar_t*, kOut> out, int64_t n,
-                       int head, Op op) {
+                       int head, unsigned vec_mask, Op op) {
   using opmath_t = at::opmath_type<scalar_t>;
   using P = Pack<scalar_t, kVec>;
   auto apply = [&](int64_t i) {  // one element, scalar
@@ -98,7 +106,8 @@ __global__ void __launch_bounds__(kThreads)
       const int64_t v = base + u * kThreads + threadIdx.x;
       if (v < nvec) {
 #pragma unroll
-        for (int j = 0; j < kIn; ++j) a[u][j] = reinterpret_cast<const P*>(in.p[j] + head)[v];
+        for (int j = 0; j < kIn; ++j)
+          a[u][j] = load_vec<kVec>(in.p[j] + head + v * kVec, !kMixed || ((vec_mask >> j) & 1u));
       }
     }
 #pragma unroll
@@ -116,11 +125,13 @@ __global__ void __launch_bounds__(kThreads)
           for (int j = 0; j < kOut; ++j) r[j].v[k] = static_cast<scalar_t>(res[j]);
         }
 #pragma unroll
-        for (int j = 0; j < kOut; ++j) reinterpret_cast<P*>(out.p[j] + head)[v] = r[j];
+        for (int j = 0; j < kOut; ++j)
+          store_vec<kVec>(out.p[j] + head + v * kVec, r[j],
+                          !kMixed || ((vec_mask >> (kIn + j)) & 1u));
       }
     }
   }
-  if (kVec > 1 && blockIdx.x == gridDim.x - 1) {
+  if (blockIdx.x == gridDim.x - 1) {
     const int64_t t = head + nvec * kVec + threadIdx.x;
     if (t < n) apply(t);
   }
@@ -136,28 +147,27 @@ template <int kIn, int kOut, class scalar_t, class Op>
 void launch(Ptrs<const scalar_t*, kIn> in, Ptrs<scalar_t*, kOut> out, int64_t n, Op op) {
   if (n == 0) return;
   constexpr int kVec = 16 / sizeof(scalar_t);
-  // The vector kernel needs every pointer at the same offset from a 16-byte boundary.
-  const int head = head_of<scalar_t>(in.p[0]);
-  bool same = true;
-  for (int j = 0; j < kIn; ++j) same &= head_of<scalar_t>(in.p[j]) == head;
-  for (int j = 0; j < kOut; ++j) same &= head_of<scalar_t>(out.p[j]) == head;
+  static_assert(kIn + kOut <= 3, "pick_lead below lists at most three streams");
+  const void* streams[3] = {};
+  for (int j = 0; j < kIn; ++j) streams[j] = in.p[j];
+  for (int j = 0; j < kOut; ++j) streams[kIn + j] = out.p[j];
+  const cuda_detail::Lead lead =
+      kIn + kOut == 2 ? cuda_detail::pick_lead<scalar_t>({streams[0], streams[1]})
+                      : cuda_detail::pick_lead<scalar_t>({streams[0], streams[1], streams[2]});
+  const int head = head_of<scalar_t>(streams[lead.index], n);
   auto stream = c10::cuda::getCurrentCUDAStream();
-  if (same && n >= head + kVec) {
-    constexpr int kUnroll = 4;
-    auto kernel = elementwise_kernel<kVec, kUnroll, kIn, kOut, scalar_t, Op>;
+  constexpr int kUnroll = 4;
+  auto go = [&](auto kernel) {
     cuda_detail::check_device_once(reinterpret_cast<const void*>(kernel));
     const int64_t tiles = ((n - head) / kVec + kThreads * kUnroll - 1) / (kThreads * kUnroll);
     const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(tiles, max_blocks()));
-    kernel<<<blocks, kThreads, 0, stream>>>(in, out, n, head, op);
-  } else {
-    constexpr int kUnroll = 8;
-    auto kernel = elementwise_kernel<1, kUnroll, kIn, kOut, scalar_t, Op>;
-    cuda_detail::check_device_once(reinterpret_cast<const void*>(kernel));
-    const int64_t tiles = (n + kThreads * kUnroll - 1) / (kThreads * kUnroll);
-    const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(tiles, max_blocks()));
-    kernel<<<blocks, kThreads, 0, stream>>>(in, out, n, 0, op);
-  }
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+    kernel<<<blocks, kThreads, 0, stream>>>(in, out, n, head, lead.vec, op);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  };
+  if (lead.vec == (1u << (kIn + kOut)) - 1)
+    go(elementwise_kernel<kVec, kUnroll, false, kIn, kOut, scalar_t, Op>);
+  else
+    go(elementwise_kernel<kVec, kUnroll, true, kIn, kOut, scalar_t, Op>);
 }
 
 // ---- the ops: which formula of the functor ------------------------------------------
@@ -203,19 +213,51 @@ struct ChannelMap {
 
 enum class WMode { kForward, kBackward, kBackwardWeightGrad };
 
+// The sum of v over the block's threads by a fixed tree (xor shuffles, then the warps'
+// totals in order): the same bits on every run.  The result is in thread 0.
+template <class T>
+__device__ T block_sum_ordered(T v) {
+  __shared__ T warp_total[kThreads / 32];
+#pragma unroll
+  for (int o = 16; o > 0; o /= 2) v += __shfl_xor_sync(0xffffffffu, v, o);
+  if (threadIdx.x % 32 == 0) warp_total[threadIdx.x / 32] = v;
+  __syncthreads();
+  T total = T(0);
+  if (threadIdx.x == 0)
+    for (int w = 0; w < kThreads / 32; ++w) total += warp_total[w];
+  return total;
+}
+
+// The weight gradient of one channel from the blocks' totals, summed in block order by
+// one block of kThreads threads (thread t: blocks t, t + kThreads, ...).
+template <class T>
+__global__ void __launch_bounds__(kThreads)
+    sum_block_totals(const T* __restrict__ totals, int64_t blocks, T* __restrict__ dw_acc) {
+  T v = T(0);
+  for (int64_t b = threadIdx.x; b < blocks; b += kThreads) v += totals[b];
+  v = block_sum_ordered(v);
+  if (threadIdx.x == 0) dw_acc[0] = v;
+}
+
 // kForward: out = F::forward(a, w[c]).  kBackward*: out = dx from (a = g, b = x, w[c]);
 // kBackwardWeightGrad also sums F::weight_grad per channel into dw_acc (opmath type,
-// zeroed by the caller).  Block b owns elements [b * chunk, (b + 1) * chunk) (chunk a
-// multiple of kVec; pointers 16-byte aligned when kVec > 1; the last block also takes
-// the < kVec elements after its last whole vector).  smem_channels: the per-channel
+// zeroed by the caller).  The first `head` elements (up to the lead stream's 16-byte
+// boundary) are done by thread 0 of block 0; block k owns elements [head + k * chunk,
+// head + (k + 1) * chunk) (chunk a multiple of kVec, so the lead is aligned at every
+// vector), the last block also the < kVec elements after its last whole vector.  With
+// kMixed, bits 0, 1, 2 of vec_mask: a, b (when there is one), out in the lead's phase
+// (vector accesses; the others element by element, launch.h); without, all are.
+// smem_channels: the per-channel
 // totals go through shared memory (C * sizeof(acc) bytes of dynamic shared memory);
-// otherwise each run of a channel is added to dw_acc directly.
-template <WMode kMode, class F, int kVec, bool kWide, class scalar_t>
+// otherwise each run of a channel is added to dw_acc directly.  With one channel,
+// block_totals (one slot per block) takes the block's total instead, in a fixed order.
+template <WMode kMode, class F, int kVec, bool kWide, bool kMixed, class scalar_t>
 __global__ void __launch_bounds__(kThreads)
     weighted_kernel(const scalar_t* __restrict__ a, const scalar_t* __restrict__ b,
                     const scalar_t* __restrict__ w, scalar_t* __restrict__ out,
-                    at::opmath_type<scalar_t>* __restrict__ dw_acc, int64_t n, int64_t chunk,
-                    ChannelMap map, bool smem_channels) {
+                    at::opmath_type<scalar_t>* __restrict__ dw_acc,
+                    at::opmath_type<scalar_t>* __restrict__ block_totals, int64_t n, int head,
+                    int64_t chunk, unsigned vec_mask, ChannelMap map, bool smem_channels) {
   using T = at::opmath_type<scalar_t>;
   using P = Pack<scalar_t, kVec>;
   constexpr bool kGrad = kMode == WMode::kBackwardWeightGrad;
@@ -267,9 +309,22 @@ __global__ void __launch_bounds__(kThreads)
       }
     }
   };
-  const int64_t begin = int64_t(blockIdx.x) * chunk;
+  // Fewer than kVec elements from t, one thread: the head and the tail of the tensor.
+  auto partial = [&](int64_t t, int cnt) {
+    scalar_t av[kVec], bv[kVec], ov[kVec];
+    for (int k = 0; k < cnt; ++k) {
+      av[k] = a[t + k];
+      if (kTwo) bv[k] = b[t + k];
+    }
+    compute(t, cnt, av, bv, ov);
+    for (int k = 0; k < cnt; ++k) out[t + k] = ov[k];
+  };
+  if (head > 0 && blockIdx.x == 0 && threadIdx.x == 0) partial(0, head);
+  const bool va = !kMixed || (vec_mask & 1u), vb = !kMixed || ((vec_mask >> 1) & 1u);
+  const bool vo = !kMixed || ((vec_mask >> (kTwo ? 2 : 1)) & 1u);
+  const int64_t begin = head + int64_t(blockIdx.x) * chunk;
   const int64_t end = n < begin + chunk ? n : begin + chunk;
-  const int64_t nvec = (end - begin) / kVec;
+  const int64_t nvec = begin < end ? (end - begin) / kVec : 0;
   constexpr int64_t kTile = int64_t(kThreads) * kUnroll;
   for (int64_t base = 0; base < nvec; base += kTile) {
     P av[kUnroll], bv[kUnroll];
@@ -277,8 +332,8 @@ __global__ void __launch_bounds__(kThreads)
     for (int u = 0; u < kUnroll; ++u) {
       const int64_t v = base + u * kThreads + threadIdx.x;
       if (v < nvec) {
-        av[u] = reinterpret_cast<const P*>(a + begin)[v];
-        if (kTwo) bv[u] = reinterpret_cast<const P*>(b + begin)[v];
+        av[u] = load_vec<kVec>(a + begin + v * kVec, va);
+        if (kTwo) bv[u] = load_vec<kVec>(b + begin + v * kVec, vb);
       }
     }
 #pragma unroll
@@ -287,23 +342,18 @@ __global__ void __launch_bounds__(kThreads)
       if (v < nvec) {
         P ov;
         compute(begin + v * kVec, kVec, av[u].v, bv[u].v, ov.v);
-        reinterpret_cast<P*>(out + begin)[v] = ov;
+        store_vec<kVec>(out + begin + v * kVec, ov, vo);
       }
     }
   }
-  // The tail of the tensor: fewer than kVec elements, one thread.
   const int64_t t = begin + nvec * kVec;
-  if (kVec > 1 && t < end && threadIdx.x == 0) {
-    const int cnt = int(end - t);
-    scalar_t av[kVec], bv[kVec], ov[kVec];
-    for (int k = 0; k < cnt; ++k) {
-      av[k] = a[t + k];
-      if (kTwo) bv[k] = b[t + k];
-    }
-    compute(t, cnt, av, bv, ov);
-    for (int k = 0; k < cnt; ++k) out[t + k] = ov[k];
-  }
+  if (t < end && threadIdx.x == 0) partial(t, int(end - t));
   if constexpr (kGrad) {
+    if (map.channels == 1) {  // every term is in `run` (channel 0 never changes)
+      const T total = block_sum_ordered(run_c == 0 ? run : T(0));
+      if (threadIdx.x == 0) block_totals[blockIdx.x] = total;
+      return;
+    }
     flush();
     if (smem_channels) {
       __syncthreads();
@@ -324,42 +374,57 @@ void launch_weighted(const scalar_t* a, const scalar_t* b, const scalar_t* w, sc
   using T = at::opmath_type<scalar_t>;
   constexpr int kVec = 16 / sizeof(scalar_t);
   if (n == 0) return;
-  bool aligned = reinterpret_cast<uintptr_t>(a) % 16 == 0 &&
-                 reinterpret_cast<uintptr_t>(out) % 16 == 0;
-  if (b) aligned &= reinterpret_cast<uintptr_t>(b) % 16 == 0;
+  const cuda_detail::Lead lead = b ? cuda_detail::pick_lead<scalar_t>({a, b, out})
+                                   : cuda_detail::pick_lead<scalar_t>({a, out});
+  const int head = head_of<scalar_t>(lead.index == 0 ? static_cast<const void*>(a)
+                                     : lead.index == 1 && b ? static_cast<const void*>(b)
+                                                            : static_cast<const void*>(out),
+                                     n);
   const bool wide = n > int64_t(UINT32_MAX);
   ChannelMap map{inner, channels, FastDivmod(), FastDivmod()};
   if (!wide) {
     map.by_inner = FastDivmod(uint32_t(inner));
     map.by_channels = FastDivmod(uint32_t(channels));
   }
-  const bool smem_channels =
-      kMode == WMode::kBackwardWeightGrad && channels * int64_t(sizeof(T)) <= kMaxChannelSmem;
+  const bool smem_channels = kMode == WMode::kBackwardWeightGrad && channels > 1 &&
+                             channels * int64_t(sizeof(T)) <= kMaxChannelSmem;
   const size_t smem = smem_channels ? size_t(channels) * sizeof(T) : 0;
   auto stream = c10::cuda::getCurrentCUDAStream();
-  auto go = [&](auto kernel, int vec) {
+  auto go = [&](auto kernel) {
     cuda_detail::check_device_once(reinterpret_cast<const void*>(kernel));
-    // Blocks of contiguous ranges, whole tiles of 2 x 256 vectors where possible.
-    const int64_t per_block_min = int64_t(kThreads) * 2 * vec;
-    int64_t blocks = std::min<int64_t>((n + per_block_min - 1) / per_block_min, max_blocks());
-    int64_t chunk = (n + blocks - 1) / blocks;
-    chunk = (chunk + vec - 1) / vec * vec;
-    blocks = (n + chunk - 1) / chunk;
-    kernel<<<blocks, kThreads, smem, stream>>>(a, b, w, out, dw_acc, n, chunk, map,
-                                               smem_channels);
+    // Blocks of contiguous ranges after the head, whole tiles of 2 x 256 vectors where
+    // possible (a tensor of no more than the head: one block, which does the head).
+    const int64_t body = n - head;
+    const int64_t per_block_min = int64_t(kThreads) * 2 * kVec;
+    int64_t blocks = std::max<int64_t>(
+        1, std::min<int64_t>((body + per_block_min - 1) / per_block_min, max_blocks()));
+    int64_t chunk = (body + blocks - 1) / blocks;
+    chunk = std::max<int64_t>(kVec, (chunk + kVec - 1) / kVec * kVec);
+    blocks = std::max<int64_t>(1, (body + chunk - 1) / chunk);
+    const bool ordered = kMode == WMode::kBackwardWeightGrad && channels == 1;
+    at::Tensor totals;  // one slot per block, on this stream (the caching allocator)
+    if (ordered)
+      totals = at::empty({blocks}, at::TensorOptions()
+                                       .dtype(c10::CppTypeToScalarType<T>::value)
+                                       .device(at::kCUDA, c10::cuda::current_device()));
+    T* totals_p = ordered ? totals.mutable_data_ptr<T>() : nullptr;
+    kernel<<<blocks, kThreads, smem, stream>>>(a, b, w, out, dw_acc, totals_p, n, head, chunk,
+                                               lead.vec, map, smem_channels);
     C10_CUDA_KERNEL_LAUNCH_CHECK();
+    if (ordered) {
+      sum_block_totals<T><<<1, kThreads, 0, stream>>>(totals_p, blocks, dw_acc);
+      C10_CUDA_KERNEL_LAUNCH_CHECK();
+    }
   };
-  if (aligned) {
-    if (wide)
-      go(weighted_kernel<kMode, F, kVec, true, scalar_t>, kVec);
-    else
-      go(weighted_kernel<kMode, F, kVec, false, scalar_t>, kVec);
-  } else {
-    if (wide)
-      go(weighted_kernel<kMode, F, 1, true, scalar_t>, 1);
-    else
-      go(weighted_kernel<kMode, F, 1, false, scalar_t>, 1);
-  }
+  const bool mixed = lead.vec != (b ? 7u : 3u);
+  if (wide && mixed)
+    go(weighted_kernel<kMode, F, kVec, true, true, scalar_t>);
+  else if (wide)
+    go(weighted_kernel<kMode, F, kVec, true, false, scalar_t>);
+  else if (mixed)
+    go(weighted_kernel<kMode, F, kVec, false, true, scalar_t>);
+  else
+    go(weighted_kernel<kMode, F, kVec, false, false, scalar_t>);
 }
 
 template <class Fn>

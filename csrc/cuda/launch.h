@@ -1,6 +1,7 @@
 // Launch support shared by the CUDA kernel files: per-device properties, the check that
-// this build has code for the running GPU, the shared-memory limit of a kernel, and a
-// division by a run-time constant without a hardware divide.
+// this build has code for the running GPU, the shared-memory limit of a kernel, a
+// division by a run-time constant without a hardware divide, and the vector accesses of
+// streams that do not all sit at the same offset from a 16-byte boundary.
 //
 // Thread safety: the operators run with the GIL released, so two host threads may launch
 // on the same GPU at once.  Every per-device cache below is filled exactly once
@@ -14,6 +15,7 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
+#include <initializer_list>
 #include <map>
 #include <memory>
 #include <mutex>
@@ -158,6 +160,92 @@ struct FastDivmod {
     return uint32_t((uint64_t(t) + n) >> shift);
   }
 };
+
+// ---- vector accesses and phases -----------------------------------------------------
+//
+// A stream's phase is its address modulo the vector size (kVec elements, at most 16
+// bytes).  The kernels peel each row's (or the tensor's) first elements up to a vector
+// boundary of one stream, the lead, and walk the rest in whole vectors of kVec elements:
+// the lead's are aligned, and so are those of every stream in the lead's phase.  A
+// stream out of phase cannot use vector instructions at those elements (a 128-bit access
+// must be 16-byte aligned, and shifting it into place would take two aligned loads and
+// a byte permute per vector), so it reads or writes the same kVec elements one by one.
+// Its bytes in flight per thread are unchanged (kVec scalar loads issued back to back,
+// none waited on before the arithmetic); what it costs is load/store instructions, kVec
+// instead of one, while the sectors a warp touches are the same (merged in L1 and L2),
+// so the HBM traffic is unchanged.
+// Rows move every stream by the same number of elements, so whether two streams share
+// a phase is a property of the launch, not of the row.
+
+// kN elements, aligned to their whole size: one vector load or store instruction.
+template <class T, int kN>
+struct alignas(sizeof(T) * kN) Pack {
+  T v[kN];
+};
+
+// Elements before the first boundary of kVec elements at or after p (0 when p is on one),
+// at most n.  kVec * sizeof(T) is a power of two dividing 16.
+template <class T, int kVec = 16 / sizeof(T)>
+__host__ __device__ __forceinline__ int head_of(const void* p, int64_t n = INT64_MAX) {
+  const int mis = int((reinterpret_cast<uintptr_t>(p) % (kVec * sizeof(T))) / sizeof(T));
+  const int h = (kVec - mis) % kVec;
+  return h < n ? h : int(n);
+}
+
+// Whether a and b have the same phase for vectors of kVec elements.
+template <class T, int kVec = 16 / sizeof(T)>
+inline bool same_phase(const void* a, const void* b) {
+  return (reinterpret_cast<uintptr_t>(a) - reinterpret_cast<uintptr_t>(b)) %
+             (kVec * sizeof(T)) == 0;
+}
+
+// The lead of k streams (inputs first, then outputs): the first stream whose phase the
+// most streams share, so that as many streams as possible run on vectors, and an input
+// rather than an output on a tie (a load's latency is what bytes in flight hide; a store
+// retires without being waited on).  Bit i of `vec` is set when stream i is in the
+// lead's phase (the lead's own bit included).
+struct Lead {
+  int index;
+  unsigned vec;
+};
+
+template <class T, int kVec = 16 / sizeof(T)>
+Lead pick_lead(std::initializer_list<const void*> ptrs) {
+  Lead best{0, 0};
+  int best_count = 0, i = 0;
+  for (const void* p : ptrs) {
+    unsigned mask = 0;
+    int count = 0, j = 0;
+    for (const void* q : ptrs) {
+      if (same_phase<T, kVec>(p, q)) mask |= 1u << j, ++count;
+      ++j;
+    }
+    if (count > best_count) best = {i, mask}, best_count = count;
+    ++i;
+  }
+  return best;
+}
+
+// kN elements from p: one vector load when `vec` (p is then aligned to the vector), else
+// kN scalar loads of the same elements (a stream out of the lead's phase).
+template <int kN, class T>
+__device__ __forceinline__ Pack<T, kN> load_vec(const T* p, bool vec) {
+  if (vec) return *reinterpret_cast<const Pack<T, kN>*>(p);
+  Pack<T, kN> r;
+#pragma unroll
+  for (int k = 0; k < kN; ++k) r.v[k] = p[k];
+  return r;
+}
+
+template <int kN, class T>
+__device__ __forceinline__ void store_vec(T* p, const Pack<T, kN>& r, bool vec) {
+  if (vec) {
+    *reinterpret_cast<Pack<T, kN>*>(p) = r;
+  } else {
+#pragma unroll
+    for (int k = 0; k < kN; ++k) p[k] = r.v[k];
+  }
+}
 
 }  // namespace cuda_detail
 }  // namespace fused_act

@@ -9,7 +9,13 @@
 //     Passes over memory: forward 1 read + 1 write, backward 2 reads + 1 write (the
 //     minimum).  exps per element: softmax 2 (sum, output), log_softmax 1.  float64
 //     stops at 512 because 1024 doubles per warp (64 registers of values per thread)
-//     spill.
+//     spill.  Addresses as in the block tier: each row's body is whole vectors (up to
+//     16 bytes, narrower when a row has too few for 16 per lane) from the first vector
+//     boundary of the lead stream, and its head and tail (under two vectors) are spread
+//     one element per lane in one extra register, so rows of odd length (each starting
+//     at its own phase) and inputs with a storage offset keep vector loads.  That
+//     register costs one more exp per lane and row (on padding for most lanes), not per
+//     element.
 //   * block_* (longer rows): one block of 512 threads per row, the row cached in shared
 //     memory: forward x, backward dy and y.  The cache takes up to the whole opt-in
 //     shared memory of a block (227 KB on Hopper: float32 rows of up to ~58000 forward
@@ -21,12 +27,18 @@
 //     to it with one exp per chunk, then adds one exp per element: 1 + 1/chunk exps per
 //     element, plus one in softmax's output pass (the previous online update per
 //     element cost 2 exps in a serial chain, 3 with the output).
-//     Addresses: each row's first elements up to a 16-byte boundary (its "head") and
-//     the elements after its last whole vector (the tail) are done one by one, the rest
-//     with 128-bit loads and stores, so rows of any length (50257, 32001) and inputs with
-//     a storage offset run vectorized.  The cache is laid out so that the body's vectors
-//     are 16-byte aligned in shared memory too: consecutive threads read and write
-//     consecutive 16-byte words, which is free of bank conflicts.
+//     Addresses: each row's first elements up to a 16-byte boundary of the lead stream
+//     (its "head") and the elements after its last whole vector (the tail) are done one
+//     by one, the rest with 128-bit loads and stores, so rows of any length (50257,
+//     32001) and inputs with a storage offset run vectorized.  The cache is laid out so
+//     that the body's vectors are 16-byte aligned in shared memory too: consecutive
+//     threads read and write consecutive 16-byte words, which is free of bank conflicts.
+//   Streams out of phase (every tier but inner_*): the layout follows one stream, the
+//   lead: x forward; backward the phase shared by most of dy, y and dx, an input on a
+//   tie (launch.h, pick_lead).  Streams in its phase use vector accesses, the others
+//   the same elements one by one with the same bytes in flight; so a dx (or y) at
+//   another offset from 16 bytes costs scalar stores only, and a dy out of phase with y
+//   scalar loads of one stream, where the whole row used to go scalar.
 //   * inner_* (softmax along a dim that is not the last: [outer, n, inner] contiguous):
 //     a block of 32 columns x by threads; the 32 threads of a warp read 32 adjacent
 //     columns of one row (coalesced), the by warps split the n rows and merge their
@@ -63,10 +75,9 @@ constexpr int kBlockThreads = 512;
 constexpr int kUnroll = 4;
 constexpr int kUnrollBackward = 2;
 
-template <class T, int N>
-struct alignas(sizeof(T) * N) Pack {
-  T v[N];
-};
+using cuda_detail::load_vec;
+using cuda_detail::Pack;
+using cuda_detail::store_vec;
 
 template <class T> constexpr int vec_of() { return 16 / sizeof(T); }
 
@@ -129,7 +140,8 @@ __device__ T block_sum(T v) {
 }
 
 // ---- tier 1: a warp (slice) per row, the row in registers ---------------------------
-// Thread `lane` holds elements (j * kWidth + lane) * kVec + v, j < kIters, v < kVec.
+// Thread `lane` holds body vector b = j * kWidth + lane (j < kIters) of its row in
+// out[j * kVec .. j * kVec + kVec), and one edge element (WarpRow) in one more register.
 template <class scalar_t, int kLog2Cols>
 struct WarpLayout {
   static constexpr int kCols = 1 << kLog2Cols;
@@ -140,42 +152,65 @@ struct WarpLayout {
   static constexpr int kRowsPerBlock = kWarpBlockThreads / kWidth;
 };
 
-// Loads this thread's part of a row of n values; missing ones get `fill`.
+// How one row of n elements is split, from where the lead stream's row starts: its
+// first `head` elements (up to a boundary of L::kVec elements of the lead), nv whole
+// vectors, and the tail after them.  The head and the tail together (nedge < 2 * kVec
+// <= 16 elements, so at most one per lane) are the row's edge: lane e < nedge holds
+// edge element e < head ? e : e + nv * kVec.  Rows of odd length start at every phase,
+// so the split is made per row.  The body's nv vectors fit the layout's slots:
+// nv * kVec <= n <= kCols.
+struct WarpRow {
+  int head, nv, nedge;
+};
+
+template <class L, class scalar_t>
+__device__ __forceinline__ WarpRow warp_row(const scalar_t* lead_row, int n) {
+  WarpRow r;
+  r.head = cuda_detail::head_of<scalar_t, L::kVec>(lead_row, n);
+  r.nv = (n - r.head) / L::kVec;
+  r.nedge = n - r.nv * L::kVec;
+  return r;
+}
+
+__device__ __forceinline__ int edge_index(const WarpRow& r, int lane, int vec) {
+  return lane < r.head ? lane : lane + r.nv * vec;
+}
+
+// Loads this thread's part of a row: vector loads when `vec` (the stream is in the
+// lead's phase), else the same elements one by one; missing ones get `fill`.  All loads
+// of the row are issued before any is used.
 template <class L, class scalar_t, class T>
-__device__ __forceinline__ void warp_load(const scalar_t* row, int n, int lane, bool vec_ok,
-                                          T fill, T (&out)[L::kPerThread]) {
+__device__ __forceinline__ void warp_load(const scalar_t* row, const WarpRow& r, int lane,
+                                          bool vec, T fill, T (&out)[L::kPerThread], T& edge) {
 #pragma unroll
   for (int j = 0; j < L::kIters; ++j) {
-    const int base = (j * L::kWidth + lane) * L::kVec;
-    if (vec_ok && base + L::kVec <= n) {
-      const auto p = *reinterpret_cast<const Pack<scalar_t, L::kVec>*>(row + base);
+    const int b = j * L::kWidth + lane;
+    if (b < r.nv) {
+      const auto p = load_vec<L::kVec>(row + r.head + b * L::kVec, vec);
 #pragma unroll
       for (int v = 0; v < L::kVec; ++v) out[j * L::kVec + v] = static_cast<T>(p.v[v]);
     } else {
 #pragma unroll
-      for (int v = 0; v < L::kVec; ++v)
-        out[j * L::kVec + v] = base + v < n ? static_cast<T>(row[base + v]) : fill;
+      for (int v = 0; v < L::kVec; ++v) out[j * L::kVec + v] = fill;
     }
   }
+  edge = lane < r.nedge ? static_cast<T>(row[edge_index(r, lane, L::kVec)]) : fill;
 }
 
 template <class L, class scalar_t, class T>
-__device__ __forceinline__ void warp_store(scalar_t* row, int n, int lane, bool vec_ok,
-                                           const T (&in)[L::kPerThread]) {
+__device__ __forceinline__ void warp_store(scalar_t* row, const WarpRow& r, int lane, bool vec,
+                                           const T (&in)[L::kPerThread], T edge) {
 #pragma unroll
   for (int j = 0; j < L::kIters; ++j) {
-    const int base = (j * L::kWidth + lane) * L::kVec;
-    if (vec_ok && base + L::kVec <= n) {
+    const int b = j * L::kWidth + lane;
+    if (b < r.nv) {
       Pack<scalar_t, L::kVec> p;
 #pragma unroll
       for (int v = 0; v < L::kVec; ++v) p.v[v] = static_cast<scalar_t>(in[j * L::kVec + v]);
-      *reinterpret_cast<Pack<scalar_t, L::kVec>*>(row + base) = p;
-    } else {
-#pragma unroll
-      for (int v = 0; v < L::kVec; ++v)
-        if (base + v < n) row[base + v] = static_cast<scalar_t>(in[j * L::kVec + v]);
+      store_vec<L::kVec>(row + r.head + b * L::kVec, p, vec);
     }
   }
+  if (lane < r.nedge) row[edge_index(r, lane, L::kVec)] = static_cast<scalar_t>(edge);
 }
 
 // Calls fn(lane, len, off) for each row of this thread's warp slice, grid-stride over
@@ -192,68 +227,69 @@ __device__ __forceinline__ void for_each_warp_row(int64_t rows, int n, Fn&& fn) 
   }
 }
 
+// The lead is x (forward: of two streams, the input on a tie); vec_y: y in x's phase.
 template <bool kLog, int kLog2Cols, class scalar_t>
 __global__ void __launch_bounds__(kWarpBlockThreads)
-    warp_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t rows, int n, bool vec_ok) {
+    warp_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t rows, int n,
+                 bool vec_y) {
   using L = WarpLayout<scalar_t, kLog2Cols>;
   using T = at::opmath_type<scalar_t>;
   for_each_warp_row<L>(rows, n, [&](int lane, int len, int64_t off) {
-    T v[L::kPerThread];
-    warp_load<L>(x + off, len, lane, vec_ok, T(-INFINITY), v);
-    T m = softmax_lowest<T>();
+    const WarpRow r = warp_row<L>(x + off, len);
+    T v[L::kPerThread], e;
+    warp_load<L>(x + off, r, lane, true, T(-INFINITY), v, e);
+    T m = softmax_max(softmax_lowest<T>(), e);
 #pragma unroll
     for (int k = 0; k < L::kPerThread; ++k) m = softmax_max(m, v[k]);
     m = warp_max<L::kWidth>(m);
-    T s = 0;
+    T s = softmax_exp_term(e, m);
 #pragma unroll
     for (int k = 0; k < L::kPerThread; ++k) s += softmax_exp_term(v[k], m);
     s = warp_sum<L::kWidth>(s);
     const SoftmaxNorm<T> c = softmax_norm<kLog>(m, s);
 #pragma unroll
     for (int k = 0; k < L::kPerThread; ++k) v[k] = softmax_output<kLog>(v[k], c.shift, c.scale);
-    warp_store<L>(y + off, len, lane, vec_ok, v);
+    e = softmax_output<kLog>(e, c.shift, c.scale);
+    warp_store<L>(y + off, r, lane, vec_y, v, e);
   });
 }
 
+// lead: the row phase followed (one of g, y, dx: launch.h, pick_lead); vec bits 0, 1, 2:
+// g, y, dx in the lead's phase.
 template <bool kLog, int kLog2Cols, class scalar_t>
 __global__ void __launch_bounds__(kWarpBlockThreads)
     warp_backward(const scalar_t* __restrict__ g, const scalar_t* __restrict__ y,
-                  scalar_t* __restrict__ dx, int64_t rows, int n,
-                  bool vec_ok) {
+                  scalar_t* __restrict__ dx, const scalar_t* lead, int64_t rows, int n,
+                  unsigned vec) {
   using L = WarpLayout<scalar_t, kLog2Cols>;
   using T = at::opmath_type<scalar_t>;
   for_each_warp_row<L>(rows, n, [&](int lane, int len, int64_t off) {
-    T gv[L::kPerThread], yv[L::kPerThread];
-    warp_load<L>(g + off, len, lane, vec_ok, T(0), gv);
-    warp_load<L>(y + off, len, lane, vec_ok, T(0), yv);
-    T sum = 0;
+    const WarpRow r = warp_row<L>(lead + off, len);
+    T gv[L::kPerThread], yv[L::kPerThread], ge, ye;
+    warp_load<L>(g + off, r, lane, vec & 1u, T(0), gv, ge);
+    warp_load<L>(y + off, r, lane, (vec >> 1) & 1u, T(0), yv, ye);
+    T sum = softmax_backward_term<kLog>(ge, ye);
 #pragma unroll
     for (int k = 0; k < L::kPerThread; ++k) sum += softmax_backward_term<kLog>(gv[k], yv[k]);
     sum = warp_sum<L::kWidth>(sum);
 #pragma unroll
     for (int k = 0; k < L::kPerThread; ++k)
       gv[k] = softmax_backward_output<kLog>(gv[k], yv[k], sum);
-    warp_store<L>(dx + off, len, lane, vec_ok, gv);
+    ge = softmax_backward_output<kLog>(ge, ye, sum);
+    warp_store<L>(dx + off, r, lane, (vec >> 2) & 1u, gv, ge);
   });
 }
 
 // ---- tier 2: a block per row, cached in shared memory ---------------------------------
 
-// Elements before the first 16-byte boundary at or after p, at most n.
-template <class scalar_t>
-__device__ __forceinline__ int head_of(const void* p, int64_t n) {
-  constexpr int kVec = vec_of<scalar_t>();
-  const int mis = int((reinterpret_cast<uintptr_t>(p) % 16) / sizeof(scalar_t));
-  const int h = (kVec - mis) % kVec;
-  return h < n ? h : int(n);
-}
-
-// How one row is walked and cached, from its input's address.  Element i of the row is
-// cached at cache[off + i] when i < cend, so that the body (from `head` on, nv whole
-// vectors) lands on 16-byte boundaries of the cache.  cend = n when the row fits in
-// cache_elems (a multiple of the vector width), else a vector boundary of the body with
-// off + cend <= cache_elems (then the elements from cend on are re-read from global
-// memory), or 0 when there is no cache.
+// How one row is walked and cached, from where the lead stream's row starts (x forward;
+// backward the lead of dy, y, dx).  The body, from `head` on (head: the elements up to
+// the lead's first 16-byte boundary), is nv whole vectors; element i of the row is
+// cached at cache[off + i] when i < cend, so that the body's vectors land on 16-byte
+// boundaries of the cache.  cend = n when the row fits in cache_elems (a multiple of the
+// vector width), else a vector boundary of the body with off + cend <= cache_elems (then
+// the elements from cend on are re-read from global memory), or 0 when there is no
+// cache.  Both passes walk this same layout, so cached vectors are read back as vectors.
 struct RowPlan {
   int head, off;
   int64_t nv, cend;
@@ -263,7 +299,7 @@ template <class scalar_t>
 __device__ __forceinline__ RowPlan plan_row(const void* p, int64_t n, int64_t cache_elems) {
   constexpr int kVec = vec_of<scalar_t>();
   RowPlan r;
-  r.head = head_of<scalar_t>(p, n);
+  r.head = cuda_detail::head_of<scalar_t>(p, n);
   r.off = (kVec - r.head) % kVec;
   r.nv = (n - r.head) / kVec;
   if (r.off + n <= cache_elems)
@@ -275,10 +311,11 @@ __device__ __forceinline__ RowPlan plan_row(const void* p, int64_t n, int64_t ca
   return r;
 }
 
+// vec_y: y in x's phase (vector stores; else element by element, launch.h).
 template <bool kLog, class scalar_t>
 __global__ void __launch_bounds__(kBlockThreads)
     block_forward(const scalar_t* __restrict__ x, scalar_t* __restrict__ y, int64_t rows,
-                  int64_t n, int64_t cache_elems) {
+                  int64_t n, int64_t cache_elems, bool vec_y) {
   using T = at::opmath_type<scalar_t>;
   constexpr int kVec = vec_of<scalar_t>();
   using P = Pack<scalar_t, kVec>;
@@ -291,6 +328,7 @@ __global__ void __launch_bounds__(kBlockThreads)
     const RowPlan pl = plan_row<scalar_t>(xr, n, cache_elems);
     const P* xb = reinterpret_cast<const P*>(xr + pl.head);
     P* cb = reinterpret_cast<P*>(cache + pl.off + pl.head);
+    const int64_t tail = pl.head + pl.nv * kVec + tid;  // this thread's tail element
 
     // Pass 1: (max, sum) of the row, caching it.
     T m = softmax_lowest<T>(), s = T(0);
@@ -300,7 +338,7 @@ __global__ void __launch_bounds__(kBlockThreads)
       softmax_online_update(m, s, static_cast<T>(v));
     };
     if (tid < pl.head) scalar_in(tid);
-    if (pl.head + pl.nv * kVec + tid < n) scalar_in(pl.head + pl.nv * kVec + tid);
+    if (tail < n) scalar_in(tail);
     for (int64_t k0 = tid; k0 < pl.nv; k0 += int64_t(kUnroll) * kBlockThreads) {
       P pk[kUnroll];
 #pragma unroll
@@ -328,49 +366,45 @@ __global__ void __launch_bounds__(kBlockThreads)
     block_merge(m, s);  // its barrier also publishes the cache
     const SoftmaxNorm<T> c = softmax_norm<kLog>(m, s);
 
-    // Pass 2: y, vectorized along y's own 16-byte boundaries.
+    // Pass 2: y, in x's layout.  The cache is read back in 16-byte words (consecutive
+    // threads, consecutive words: free of bank conflicts), the uncached part of a long
+    // row re-read in vectors; y gets vector stores when it is in x's phase, else the same
+    // elements one by one.  Aligning on y instead would turn those reads scalar (4-way
+    // bank conflicts in the cache, scalar HBM re-reads) to save store instructions,
+    // which nothing waits on.
     auto out = [&](T v) { return static_cast<scalar_t>(softmax_output<kLog>(v, c.shift, c.scale)); };
     auto x_at = [&](int64_t i) { return static_cast<T>(i < pl.cend ? cache[pl.off + i] : xr[i]); };
-    const int hy = head_of<scalar_t>(yr, n);
-    const int64_t nvy = (n - hy) / kVec;
-    P* yb = reinterpret_cast<P*>(yr + hy);
-    if (tid < hy) yr[tid] = out(x_at(tid));
-    if (hy + nvy * kVec + tid < n) yr[hy + nvy * kVec + tid] = out(x_at(hy + nvy * kVec + tid));
-    if (hy == pl.head) {  // x's and y's vectors line up (the common case)
-      for (int64_t k0 = tid; k0 < nvy; k0 += int64_t(kUnroll) * kBlockThreads) {
-        P pk[kUnroll];
+    if (tid < pl.head) yr[tid] = out(x_at(tid));
+    if (tail < n) yr[tail] = out(x_at(tail));
+    for (int64_t k0 = tid; k0 < pl.nv; k0 += int64_t(kUnroll) * kBlockThreads) {
+      P pk[kUnroll];
 #pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          const int64_t k = k0 + u * kBlockThreads;
-          if (k < nvy) pk[u] = pl.head + (k + 1) * kVec <= pl.cend ? cb[k] : xb[k];
-        }
-#pragma unroll
-        for (int u = 0; u < kUnroll; ++u) {
-          const int64_t k = k0 + u * kBlockThreads;
-          if (k < nvy) {
-            P o;
-#pragma unroll
-            for (int v = 0; v < kVec; ++v) o.v[v] = out(static_cast<T>(pk[u].v[v]));
-            yb[k] = o;
-          }
-        }
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k = k0 + u * kBlockThreads;
+        if (k < pl.nv) pk[u] = pl.head + (k + 1) * kVec <= pl.cend ? cb[k] : xb[k];
       }
-    } else {  // x and y at different offsets from 16 bytes: vector stores, scalar reads
-      for (int64_t k = tid; k < nvy; k += kBlockThreads) {
-        P o;
 #pragma unroll
-        for (int v = 0; v < kVec; ++v) o.v[v] = out(x_at(hy + k * kVec + v));
-        yb[k] = o;
+      for (int u = 0; u < kUnroll; ++u) {
+        const int64_t k = k0 + u * kBlockThreads;
+        if (k < pl.nv) {
+          P o;
+#pragma unroll
+          for (int v = 0; v < kVec; ++v) o.v[v] = out(static_cast<T>(pk[u].v[v]));
+          store_vec<kVec>(yr + pl.head + k * kVec, o, vec_y);
+        }
       }
     }
     __syncthreads();  // the next row overwrites the cache
   }
 }
 
+// lead: the stream whose row phase the layout follows (one of g, y, dx: launch.h,
+// pick_lead); bits 0, 1, 2 of vec: g, y, dx in the lead's phase.
 template <bool kLog, class scalar_t>
 __global__ void __launch_bounds__(kBlockThreads)
     block_backward(const scalar_t* __restrict__ g, const scalar_t* __restrict__ y,
-                   scalar_t* __restrict__ dx, int64_t rows, int64_t n, int64_t cache_elems) {
+                   scalar_t* __restrict__ dx, const scalar_t* lead, int64_t rows, int64_t n,
+                   int64_t cache_elems, unsigned vec) {
   using T = at::opmath_type<scalar_t>;
   constexpr int kVec = vec_of<scalar_t>();
   using P = Pack<scalar_t, kVec>;
@@ -378,52 +412,51 @@ __global__ void __launch_bounds__(kBlockThreads)
   scalar_t* gc = reinterpret_cast<scalar_t*>(smem_raw);
   scalar_t* yc = gc + cache_elems;  // cache_elems is a multiple of kVec: still aligned
   const int tid = threadIdx.x;
+  const bool vg = vec & 1u, vy = (vec >> 1) & 1u, vd = (vec >> 2) & 1u;
   for (int64_t row = blockIdx.x; row < rows; row += gridDim.x) {
     const scalar_t* gr = g + row * n;
     const scalar_t* yr = y + row * n;
     scalar_t* dr = dx + row * n;
-    const RowPlan pl = plan_row<scalar_t>(gr, n, cache_elems);
-    const bool same = head_of<scalar_t>(yr, n) == pl.head;  // dy's and y's vectors line up
-    const P* gb = reinterpret_cast<const P*>(gr + pl.head);
-    const P* yb = reinterpret_cast<const P*>(yr + pl.head);
+    const RowPlan pl = plan_row<scalar_t>(lead + row * n, n, cache_elems);
     P* gcb = reinterpret_cast<P*>(gc + pl.off + pl.head);
     P* ycb = reinterpret_cast<P*>(yc + pl.off + pl.head);
+    const int64_t tail = pl.head + pl.nv * kVec + tid;  // this thread's tail element
 
     // Pass 1: the row's sum, caching dy and y.
     T sum = T(0);
-    auto scalar_in = [&](int64_t i) {
+    auto scalar_in = [&](int64_t i) {  // head and tail, one element at a time
       const scalar_t a = gr[i], b = yr[i];
       if (i < pl.cend) gc[pl.off + i] = a, yc[pl.off + i] = b;
       sum += softmax_backward_term<kLog>(static_cast<T>(a), static_cast<T>(b));
     };
-    if (same) {
-      if (tid < pl.head) scalar_in(tid);
-      if (pl.head + pl.nv * kVec + tid < n) scalar_in(pl.head + pl.nv * kVec + tid);
-      for (int64_t k0 = tid; k0 < pl.nv; k0 += int64_t(kUnrollBackward) * kBlockThreads) {
-        P a[kUnrollBackward], b[kUnrollBackward];
+    if (tid < pl.head) scalar_in(tid);
+    if (tail < n) scalar_in(tail);
+    for (int64_t k0 = tid; k0 < pl.nv; k0 += int64_t(kUnrollBackward) * kBlockThreads) {
+      P a[kUnrollBackward], b[kUnrollBackward];
 #pragma unroll
-        for (int u = 0; u < kUnrollBackward; ++u) {
-          const int64_t k = k0 + u * kBlockThreads;
-          if (k < pl.nv) a[u] = gb[k], b[u] = yb[k];
-        }
-#pragma unroll
-        for (int u = 0; u < kUnrollBackward; ++u) {
-          const int64_t k = k0 + u * kBlockThreads;
-          if (k < pl.nv) {
-            if (pl.head + (k + 1) * kVec <= pl.cend) gcb[k] = a[u], ycb[k] = b[u];
-#pragma unroll
-            for (int v = 0; v < kVec; ++v)
-              sum += softmax_backward_term<kLog>(static_cast<T>(a[u].v[v]),
-                                                 static_cast<T>(b[u].v[v]));
-          }
+      for (int u = 0; u < kUnrollBackward; ++u) {
+        const int64_t k = k0 + u * kBlockThreads;
+        if (k < pl.nv) {
+          a[u] = load_vec<kVec>(gr + pl.head + k * kVec, vg);
+          b[u] = load_vec<kVec>(yr + pl.head + k * kVec, vy);
         }
       }
-    } else {  // dy and y at different offsets from 16 bytes (rare): one element at a time
-      for (int64_t i = tid; i < n; i += kBlockThreads) scalar_in(i);
+#pragma unroll
+      for (int u = 0; u < kUnrollBackward; ++u) {
+        const int64_t k = k0 + u * kBlockThreads;
+        if (k < pl.nv) {
+          if (pl.head + (k + 1) * kVec <= pl.cend) gcb[k] = a[u], ycb[k] = b[u];
+#pragma unroll
+          for (int v = 0; v < kVec; ++v)
+            sum += softmax_backward_term<kLog>(static_cast<T>(a[u].v[v]),
+                                               static_cast<T>(b[u].v[v]));
+        }
+      }
     }
     sum = block_sum(sum);  // its barrier also publishes the cache
 
-    // Pass 2: dx.
+    // Pass 2: dx, in the same layout (the cache read back in 16-byte words, conflict
+    // free); dx is stored as vectors when it is in the lead's phase, else one by one.
     auto out = [&](T a, T b) {
       return static_cast<scalar_t>(softmax_backward_output<kLog>(a, b, sum));
     };
@@ -431,42 +464,32 @@ __global__ void __launch_bounds__(kBlockThreads)
       return i < pl.cend ? out(static_cast<T>(gc[pl.off + i]), static_cast<T>(yc[pl.off + i]))
                          : out(static_cast<T>(gr[i]), static_cast<T>(yr[i]));
     };
-    const int hd = head_of<scalar_t>(dr, n);
-    const int64_t nvd = (n - hd) / kVec;
-    P* db = reinterpret_cast<P*>(dr + hd);
-    if (tid < hd) dr[tid] = at_i(tid);
-    if (hd + nvd * kVec + tid < n) dr[hd + nvd * kVec + tid] = at_i(hd + nvd * kVec + tid);
-    if (same && hd == pl.head) {
-      for (int64_t k0 = tid; k0 < nvd; k0 += int64_t(kUnrollBackward) * kBlockThreads) {
-        P a[kUnrollBackward], b[kUnrollBackward];
+    if (tid < pl.head) dr[tid] = at_i(tid);
+    if (tail < n) dr[tail] = at_i(tail);
+    for (int64_t k0 = tid; k0 < pl.nv; k0 += int64_t(kUnrollBackward) * kBlockThreads) {
+      P a[kUnrollBackward], b[kUnrollBackward];
 #pragma unroll
-        for (int u = 0; u < kUnrollBackward; ++u) {
-          const int64_t k = k0 + u * kBlockThreads;
-          if (k < nvd) {
-            if (pl.head + (k + 1) * kVec <= pl.cend)
-              a[u] = gcb[k], b[u] = ycb[k];
-            else
-              a[u] = gb[k], b[u] = yb[k];
-          }
-        }
-#pragma unroll
-        for (int u = 0; u < kUnrollBackward; ++u) {
-          const int64_t k = k0 + u * kBlockThreads;
-          if (k < nvd) {
-            P o;
-#pragma unroll
-            for (int v = 0; v < kVec; ++v)
-              o.v[v] = out(static_cast<T>(a[u].v[v]), static_cast<T>(b[u].v[v]));
-            db[k] = o;
+      for (int u = 0; u < kUnrollBackward; ++u) {
+        const int64_t k = k0 + u * kBlockThreads;
+        if (k < pl.nv) {
+          if (pl.head + (k + 1) * kVec <= pl.cend) {
+            a[u] = gcb[k], b[u] = ycb[k];
+          } else {
+            a[u] = load_vec<kVec>(gr + pl.head + k * kVec, vg);
+            b[u] = load_vec<kVec>(yr + pl.head + k * kVec, vy);
           }
         }
       }
-    } else {
-      for (int64_t k = tid; k < nvd; k += kBlockThreads) {
-        P o;
 #pragma unroll
-        for (int v = 0; v < kVec; ++v) o.v[v] = at_i(hd + k * kVec + v);
-        db[k] = o;
+      for (int u = 0; u < kUnrollBackward; ++u) {
+        const int64_t k = k0 + u * kBlockThreads;
+        if (k < pl.nv) {
+          P o;
+#pragma unroll
+          for (int v = 0; v < kVec; ++v)
+            o.v[v] = out(static_cast<T>(a[u].v[v]), static_cast<T>(b[u].v[v]));
+          store_vec<kVec>(dr + pl.head + k * kVec, o, vd);
+        }
       }
     }
     __syncthreads();  // the next row overwrites the cache
@@ -577,14 +600,6 @@ __global__ void __launch_bounds__(kWarp * kInnerMaxY)
 
 int sms() { return cuda_detail::current_device_props().sms; }
 
-template <class scalar_t>
-bool can_vectorize(int64_t n, std::initializer_list<const void*> ptrs) {
-  if (n % vec_of<scalar_t>() != 0) return false;
-  for (const void* p : ptrs)
-    if (reinterpret_cast<uintptr_t>(p) % 16 != 0) return false;
-  return true;
-}
-
 int64_t grid_for(int64_t blocks) { return std::min<int64_t>(blocks, int64_t(sms()) * 32); }
 
 // Calls fn(std::integral_constant<int, log2(next power of two >= n)>) for n <= 2^kMaxL2
@@ -664,14 +679,14 @@ void CudaKernels::softmax_forward(const at::Tensor& x, const at::Tensor& y, int6
     scalar_t* yp = y.mutable_data_ptr<scalar_t>();
     FA_BOOL_SWITCH(log, kLog, [&] {
       if (n <= max_warp_cols<scalar_t>()) {
-        const bool vec = can_vectorize<scalar_t>(n, {xp, yp});
         visit_log2_cols<max_warp_log2<scalar_t>()>(n, [&](auto l2) {
           constexpr int kL2 = decltype(l2)::value;
           using L = WarpLayout<scalar_t, kL2>;
+          const bool vec_y = cuda_detail::same_phase<scalar_t, L::kVec>(xp, yp);
           auto kernel = warp_forward<kLog, kL2, scalar_t>;
           cuda_detail::check_device_once(reinterpret_cast<const void*>(kernel));
           const int64_t blocks = grid_for((rows + L::kRowsPerBlock - 1) / L::kRowsPerBlock);
-          kernel<<<blocks, kWarpBlockThreads, 0, stream>>>(xp, yp, rows, int(n), vec);
+          kernel<<<blocks, kWarpBlockThreads, 0, stream>>>(xp, yp, rows, int(n), vec_y);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
         return;
@@ -679,7 +694,8 @@ void CudaKernels::softmax_forward(const at::Tensor& x, const at::Tensor& y, int6
       auto kernel = block_forward<kLog, scalar_t>;
       const int64_t cache = cache_elems_for<scalar_t>(reinterpret_cast<const void*>(kernel), n, 1);
       const size_t smem = size_t(cache) * sizeof(scalar_t);
-      kernel<<<grid_for(rows), kBlockThreads, smem, stream>>>(xp, yp, rows, n, cache);
+      const bool vec_y = cuda_detail::same_phase<scalar_t>(xp, yp);
+      kernel<<<grid_for(rows), kBlockThreads, smem, stream>>>(xp, yp, rows, n, cache, vec_y);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
@@ -696,15 +712,17 @@ void CudaKernels::softmax_backward(const at::Tensor& g, const at::Tensor& y, con
     const scalar_t* yp = y.const_data_ptr<scalar_t>();
     scalar_t* dp = dx.mutable_data_ptr<scalar_t>();
     FA_BOOL_SWITCH(log, kLog, [&] {
+      const scalar_t* streams[3] = {gp, yp, dp};
       if (n <= max_warp_cols<scalar_t>()) {
-        const bool vec = can_vectorize<scalar_t>(n, {gp, yp, dp});
         visit_log2_cols<max_warp_log2<scalar_t>()>(n, [&](auto l2) {
           constexpr int kL2 = decltype(l2)::value;
           using L = WarpLayout<scalar_t, kL2>;
+          const cuda_detail::Lead lead = cuda_detail::pick_lead<scalar_t, L::kVec>({gp, yp, dp});
           auto kernel = warp_backward<kLog, kL2, scalar_t>;
           cuda_detail::check_device_once(reinterpret_cast<const void*>(kernel));
           const int64_t blocks = grid_for((rows + L::kRowsPerBlock - 1) / L::kRowsPerBlock);
-          kernel<<<blocks, kWarpBlockThreads, 0, stream>>>(gp, yp, dp, rows, int(n), vec);
+          kernel<<<blocks, kWarpBlockThreads, 0, stream>>>(gp, yp, dp, streams[lead.index], rows,
+                                                           int(n), lead.vec);
           C10_CUDA_KERNEL_LAUNCH_CHECK();
         });
         return;
@@ -712,7 +730,9 @@ void CudaKernels::softmax_backward(const at::Tensor& g, const at::Tensor& y, con
       auto kernel = block_backward<kLog, scalar_t>;
       const int64_t cache = cache_elems_for<scalar_t>(reinterpret_cast<const void*>(kernel), n, 2);
       const size_t smem = 2 * size_t(cache) * sizeof(scalar_t);
-      kernel<<<grid_for(rows), kBlockThreads, smem, stream>>>(gp, yp, dp, rows, n, cache);
+      const cuda_detail::Lead lead = cuda_detail::pick_lead<scalar_t>({gp, yp, dp});
+      kernel<<<grid_for(rows), kBlockThreads, smem, stream>>>(gp, yp, dp, streams[lead.index],
+                                                              rows, n, cache, lead.vec);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
     });
   });
