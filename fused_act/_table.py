@@ -74,25 +74,32 @@ def _hardsigmoid_exact(x, inplace=False):
     return torch.where(inside, (x + 3) / 6, outside)
 
 
-class _CeluExact(torch.autograd.Function):
-    """CELU in float64 with an accurate derivative: torch's float64 backward takes 1/alpha in
+class _EluExact(torch.autograd.Function):
+    """alpha * (exp(x * s) - 1) for x <= 0 (ELU: s = 1, CELU: s = 1/alpha) in float64, with
+    an accurate derivative, as the truth the tests measure against: torch 2.4's float64 ELU
+    computes exp(x) - 1 (ELU(-1e-20) = 0), torch's float64 CELU backward takes 1/alpha in
     float32, and autograd's expm1 backward, grad * (expm1(z) + 1), cancels for large
     negative z."""
 
     @staticmethod
-    def forward(ctx, x, alpha):
+    def forward(ctx, x, alpha, s):
         ctx.save_for_backward(x)
-        ctx.alpha = alpha
-        return torch.where(x > 0, x, alpha * torch.expm1(x / alpha))
+        ctx.alpha, ctx.s = alpha, s
+        return torch.where(x > 0, x, alpha * torch.expm1(x * s))
 
     @staticmethod
     def backward(ctx, grad):
         (x,) = ctx.saved_tensors
-        return torch.where(x > 0, grad, grad * torch.exp(x / ctx.alpha)), None
+        d = grad * (ctx.alpha * ctx.s) * torch.exp(x * ctx.s)
+        return torch.where(x > 0, grad, d), None, None
+
+
+def _elu_exact(x, alpha=1.0, inplace=False):
+    return _EluExact.apply(x, alpha, 1.0)
 
 
 def _celu_exact(x, alpha=1.0, inplace=False):
-    return _CeluExact.apply(x, alpha)
+    return _EluExact.apply(x, alpha, 1.0 / alpha)
 
 
 def _tanh_composite(x):
@@ -116,7 +123,7 @@ ROWS = (
         inplace=True, inplace_alias=True,
         settings=(Setting("default"), Setting("alpha0.5", lambda x: {"alpha": 0.5}),
                   Setting("alpha-0.7", lambda x: {"alpha": -0.7})),
-        composite=lambda x: torch.where(x > 0, x, torch.exp(x) - 1),
+        composite=lambda x: torch.where(x > 0, x, torch.exp(x) - 1), exact=_elu_exact,
         module_kwargs={"alpha": 0.5}),
     Row("sigmoid", "Sigmoid", "sigmoid", torch.sigmoid, nn.Sigmoid, promote_integers=True,
         composite=lambda x: 1 / (1 + torch.exp(-x))),

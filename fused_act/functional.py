@@ -54,7 +54,8 @@ def _check(name, x, torch_fallback=None, promote_integers=False):
                             "supported")
         try:
             return None, torch_fallback()
-        except (RuntimeError, NotImplementedError) as err:
+        # (IndexError: torch 2.4's jagged nested tensors fail so on a (1,)-shaped weight)
+        except (RuntimeError, NotImplementedError, IndexError) as err:
             kind = "nested" if x.is_nested else str(x.layout).replace("torch.", "")
             raise type(err)(f"fused_act.{name}: no kernel for {kind} inputs, and torch's own "
                             f"{name} has none either ({err})") from None

@@ -32,11 +32,15 @@ table therefore also registers, once, a rule for torch's FunctionalTensorMode th
 in-place operators are functionalized as before.
 
 onnxscript is imported only when the table is built: fused_act itself does not need it.
+The table needs torch 2.6 or later (``torch.onnx.export``'s ``custom_translation_table`` and
+``torch.library.register_torch_dispatch``); with an older torch, building it raises a
+RuntimeError that says so, and the legacy exporter below is the way to export.
 
 The TorchScript-based exporter (``torch.onnx.export(..., dynamo=False)``) gets the same
 translations from ``register_legacy_symbolics()`` (opset 15 and later), for out-of-place
 calls only: a traced in-place call has no representation there, and the export fails.
 """
+import inspect
 from typing import Callable, Dict
 
 import torch
@@ -182,10 +186,30 @@ def _register_inplace_rule():
     _inplace_rule_registered = True
 
 
+def _missing_torch_apis():
+    """What the table and its in-place rule use that this torch lacks: export's
+    custom_translation_table arrived in torch 2.6, register_torch_dispatch in 2.5."""
+    missing = []
+    if "custom_translation_table" not in inspect.signature(torch.onnx.export).parameters:
+        missing.append("torch.onnx.export(custom_translation_table=...)")
+    if not hasattr(torch.library, "register_torch_dispatch"):
+        missing.append("torch.library.register_torch_dispatch")
+    return missing
+
+
 def onnx_translation_table() -> Dict[torch._ops.OpOverload, Callable]:
     """The ``custom_translation_table`` for ``torch.onnx.export(..., dynamo=True)``: every
     fused_act operator mapped to standard ONNX operators (see this module's docstring).
-    Needs the ``onnxscript`` package (imported here, not by fused_act)."""
+    Needs torch 2.6 or later and the ``onnxscript`` package (imported here, not by
+    fused_act)."""
+    missing = _missing_torch_apis()
+    if missing:
+        raise RuntimeError(
+            f"fused_act.onnx_translation_table: ONNX export through torch.onnx.export(..., "
+            f"dynamo=True) needs torch 2.6 or later; torch {torch.__version__} lacks "
+            f"{' and '.join(missing)}.  With this torch, call "
+            "fused_act.onnx.register_legacy_symbolics() and export with dynamo=False "
+            "(out-of-place calls only).")
     try:
         from onnxscript import opset18
     except ImportError as err:

@@ -215,6 +215,21 @@ def test_setup_rejects_a_torch_older_than_supported():
     assert "fused_act needs torch >= 2.4; this environment has torch 2.3.1" in r.stderr
 
 
+
+def test_oldest_torch_is_declared_the_same_everywhere():
+    """requirements.txt, setup.py's MIN_TORCH (which the build enforces), pyproject.toml's
+    note and the default release of .ci/check_oldest_torch.sh name one oldest torch."""
+    def read(*path):
+        with open(os.path.join(ROOT, *path)) as f:
+            return f.read()
+
+    (requirement,) = re.findall(r"^torch>=(\d+\.\d+)\s*$", read("requirements.txt"), re.M)
+    (setup,) = re.findall(r"^MIN_TORCH = \((\d+), (\d+)\)$", read("setup.py"), re.M)
+    (pyproject,) = re.findall(r"any torch >= (\d+\.\d+)", read("pyproject.toml"))
+    (check,) = re.findall(r'TORCH_VERSION="\$\{1:-(\d+\.\d+)\.\d+\}"',
+                          read(".ci", "check_oldest_torch.sh"))
+    assert requirement == ".".join(setup) == pyproject == check
+
 def test_setup_without_bdist_wheel_says_what_to_install():
     """setuptools < 70.1 without `wheel` (a fresh Python 3.11 venv): a clear message instead
     of "invalid command 'bdist_wheel'"."""

@@ -3,6 +3,7 @@ onnxruntime against torch's own result; torch.export and AOTInductor of converte
 import copy
 import io
 import logging
+import re
 import warnings
 
 import pytest
@@ -17,6 +18,14 @@ from helpers import close
 onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxscript")
 ort = pytest.importorskip("onnxruntime")
+
+TORCH = tuple(int(p) for p in re.findall(r"\d+", torch.__version__)[:2])
+# torch.onnx.export(..., dynamo=True, custom_translation_table=...) arrived in torch 2.6
+# (torch.library.register_torch_dispatch, which the table's in-place rule uses, in 2.5);
+# before 2.6 fused_act.onnx_translation_table() raises (test_translation_table_needs_...).
+needs_dynamo_exporter = pytest.mark.skipif(
+    TORCH < (2, 6), reason=f"ONNX export with a custom_translation_table needs torch 2.6 "
+                           f"(this is {torch.__version__})")
 
 # What the translations may emit: standard-domain operators only.
 STANDARD_OPS = {"Relu", "Clip", "LeakyRelu", "PRelu", "Elu", "Sigmoid", "Tanh", "Mul",
@@ -93,6 +102,7 @@ class Shapes(nn.Module):
 
 
 @pytest.mark.parametrize("act,setting,inplace", CASES)
+@needs_dynamo_exporter
 def test_onnx_export_runs_in_onnxruntime_like_torch(act, setting, inplace):
     xs = [torch.randn(shape) * 4 for shape in SHAPES]
     kwargs = [setting.kwargs(x) for x in xs]
@@ -103,6 +113,7 @@ def test_onnx_export_runs_in_onnxruntime_like_torch(act, setting, inplace):
         close(out, act.reference(x, **kw), msg=f"shape {tuple(x.shape)}")
 
 
+@needs_dynamo_exporter
 def test_inplace_call_on_a_view_exports():
     class Model(nn.Module):
         def forward(self, x):
@@ -120,6 +131,7 @@ def test_inplace_call_on_a_view_exports():
     close(_run(proto, x), expected)
 
 
+@needs_dynamo_exporter
 def test_translation_table_covers_every_forward_operator():
     from fused_act._ops import ELEMENTWISE_OPS, WEIGHTED_OPS
 
@@ -128,6 +140,13 @@ def test_translation_table_covers_every_forward_operator():
     for name in ELEMENTWISE_OPS + WEIGHTED_OPS + ("softmax",):
         assert getattr(ops, name).default in table, name
 
+
+
+@pytest.mark.skipif(TORCH >= (2, 6), reason="torch 2.6 has what the table needs")
+def test_translation_table_needs_torch_2_6_and_says_so():
+    with pytest.raises(RuntimeError, match=r"fused_act\.onnx_translation_table: .*needs torch "
+                                           r"2\.6 or later.*register_legacy_symbolics"):
+        fused_act.onnx_translation_table()
 
 def _torch_model():
     """Every torch.nn activation of the table, in-place where it has the flag, once each."""
@@ -145,6 +164,7 @@ def _torch_model():
     return nn.Sequential(*layers)
 
 
+@needs_dynamo_exporter
 def test_converted_model_exports_and_matches_torch_nn():
     torch.manual_seed(3)
     reference = _torch_model().eval()
@@ -158,6 +178,7 @@ def test_converted_model_exports_and_matches_torch_nn():
         close(_run(proto, x), reference(x))
 
 
+@needs_dynamo_exporter
 def test_swish_modules_export():
     torch.manual_seed(4)
     model = nn.Sequential(nn.Linear(8, 8), fused_act.Swish(1.7), nn.Linear(8, 8),
@@ -176,6 +197,7 @@ def test_swish_modules_export():
 
 # ---- torch.export / AOTInductor ----------------------------------------------------------
 
+@needs_dynamo_exporter
 def test_inplace_operators_still_functionalize_outside_onnx_export():
     """The rule the table registers for in-place operators acts only during an ONNX export:
     a plain torch.export keeps them (functionalized as torch does) with correct results."""
@@ -210,16 +232,24 @@ def test_torch_export_of_converted_model_matches_torch_nn():
 
 def test_aot_inductor_of_converted_model_matches_torch_nn(tmp_path):
     # A small model (AOTInductor compiles C++: tens of seconds): an in-place elementwise
-    # operator, a weighted one and softmax.
+    # operator, a weighted one and softmax.  Before torch 2.6: the older entry points, and
+    # the elementwise operator out of place -- torch 2.4's AOTInductor rejects every mutable
+    # custom operator ("mutable relu_.default is not supported with cpp_wrapper").
+    new_api = TORCH >= (2, 6)
     torch.manual_seed(7)
-    reference = nn.Sequential(nn.Linear(12, 12), nn.ReLU(inplace=True), nn.Linear(12, 12),
+    reference = nn.Sequential(nn.Linear(12, 12), nn.ReLU(inplace=new_api), nn.Linear(12, 12),
                               nn.PReLU(12), nn.LogSoftmax(-1)).eval()
     converted = fused_act.convert(copy.deepcopy(reference))
     x = torch.randn(4, 12)
-    program = torch.export.export(converted, (x,))
-    path = torch._inductor.aoti_compile_and_package(program,
-                                                    package_path=str(tmp_path / "model.pt2"))
-    loaded = torch._inductor.aoti_load_package(path)
+    if new_api:
+        program = torch.export.export(converted, (x,))
+        path = torch._inductor.aoti_compile_and_package(program,
+                                                        package_path=str(tmp_path / "model.pt2"))
+        loaded = torch._inductor.aoti_load_package(path)
+    else:  # no packaging before 2.6: one shared library
+        path = torch._export.aot_compile(
+            converted, (x,), options={"aot_inductor.output_path": str(tmp_path / "model.so")})
+        loaded = torch._export.aot_load(path, "cpu")
     with torch.no_grad():
         close(loaded(x), reference(x))
 

@@ -83,13 +83,19 @@ def _err(a, b):
     return d.max().item() if d.numel() else 0.0
 
 
-def _check_close(ours, torch_same_dtype, ref64):
+def _check_close(ours, torch_same_dtype, ref64, best=None):
     """float32/float64: torch's default tolerances against the float64 reference.
     half/bfloat16, and float32 rows so long that torch's own float32 result misses the
     float64 reference (float sums of 300000 terms): our error against the float64
-    reference is at most about the error of torch's own kernel in that dtype."""
+    reference is at most about the error of torch's own kernel in that dtype -- or, when
+    given, of `best`: what a kernel saving the output in that dtype, as torch's does, returns
+    with exact arithmetic otherwise (torch's own result can beat it by the luck of its
+    roundings, by a different amount in each release)."""
     assert ours.dtype == torch_same_dtype.dtype and ours.shape == ref64.shape
     ours_err, torch_err = _err(ours, ref64), _err(torch_same_dtype, ref64)
+    if best is not None:
+        assert best.dtype == ours.dtype
+        torch_err = max(torch_err, _err(best, ref64))
     if ours.dtype in (torch.float32, torch.float64):
         try:
             torch.testing.assert_close(ours.double(), ref64, equal_nan=True,
@@ -126,7 +132,9 @@ def test_row_lengths_forward_backward(n, dtype, log, device):
     yt.backward(g)
     ref = _reference(x, -1, log)
     _check_close(y.detach(), yt.detach(), ref)
-    _check_close(xr.grad, xt.grad, _reference_grad(g, ref, -1, log))
+    # The backward's error is mostly that of the saved output, rounded to the dtype.
+    best = _reference_grad(g, ref.to(dtype).double(), -1, log).to(dtype)
+    _check_close(xr.grad, xt.grad, _reference_grad(g, ref, -1, log), best=best)
 
 
 @pytest.mark.parametrize("capability", CAPS)
@@ -246,12 +254,17 @@ def test_middle_dim_columns(dtype, log, device):
         x.narrow(-1, 1, 1).fill_(-math.inf)       # whole columns of -inf: NaN, as torch
         x = x.to(device=device, dtype=dtype)
         y, yt = ours_f(x, dim), torch_f(x, dim)
-        assert torch.equal(y.isnan(), yt.isnan())
         ref = _reference(x, dim, log)
-        ok = ~yt.isnan()
+        # NaN and infinities exactly where float64 math has them.
+        assert torch.equal(y.isnan(), ref.isnan()) and torch.equal(y.isinf(), ref.isinf())
+        # Accuracy: compared with torch's where torch has float64's NaNs and infinities.
+        # (torch 2.4's float16/bfloat16 log_softmax over a middle dim returns NaN or +inf for
+        # finite results in columns that hold a -inf.)
+        ok = ~ref.isnan() & ((yt.isfinite() & ref.isfinite()) | (yt == ref))
         _check_close(torch.where(ok, y, 0), torch.where(ok, yt, 0), torch.where(ok, ref, 0))
         g = torch.randn(shape, dtype=torch.float64).to(device=device, dtype=dtype)
-        y_ok = torch.where(ok, yt, -5.0 if log else 0.0)  # a finite output to differentiate
+        # a valid output to differentiate: float64's, rounded (NaN columns: a finite value)
+        y_ok = torch.where(ref.isnan(), -5.0 if log else 0.0, ref).to(dtype)
         dx = torch.ops.fused_act.softmax_backward(g, y_ok, dim, log)
         back = torch._log_softmax_backward_data if log else torch._softmax_backward_data
         _check_close(dx, back(g, y_ok, dim, dtype),
