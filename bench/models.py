@@ -107,12 +107,24 @@ class SwiGLU(nn.Module):
         return self.w2(self.act(self.w1(x)) * self.w3(x))
 
 
+class GeluMLP(nn.Module):
+    """The MLP of BERT / GPT-2 blocks: Linear, GELU, Linear."""
+
+    def __init__(self, dim, hidden, approximate="none"):
+        super().__init__()
+        self.fc1, self.fc2 = nn.Linear(dim, hidden), nn.Linear(hidden, dim)
+        self.act = nn.GELU(approximate=approximate)
+
+    def forward(self, x):
+        return self.fc2(self.act(self.fc1(x)))
+
+
 class Block(nn.Module):
-    def __init__(self, dim=256, heads=4, hidden=512):
+    def __init__(self, dim=256, heads=4, hidden=512, mlp="swiglu"):
         super().__init__()
         self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
         self.attn = Attention(dim, heads)
-        self.mlp = SwiGLU(dim, hidden)
+        self.mlp = SwiGLU(dim, hidden) if mlp == "swiglu" else GeluMLP(dim, 2 * hidden)
 
     def forward(self, x):
         x = x + self.attn(self.norm1(x))
@@ -144,6 +156,9 @@ MODELS = {
                 "EfficientNet-style MBConv net, SiLU + SE Sigmoid, 3x32x32, batch 16"),
     "transformer": (Block, _regression(8, (64, 256)), F.mse_loss,
                     "transformer block d256 h4 seq64, softmax attention + SwiGLU, batch 8"),
+    "transformer_gelu": (lambda: Block(mlp="gelu"), _regression(8, (64, 256)), F.mse_loss,
+                         "transformer block d256 h4 seq64, softmax attention + GELU MLP "
+                         "(hidden 1024), batch 8"),
 }
 
 

@@ -136,7 +136,7 @@ def test_compile_guard_catches_a_recompile(monkeypatch):
             fn(b)  # a new shape with static shapes: a recompile
 
 
-@pytest.mark.parametrize("name", ["convnet", "transformer"])
+@pytest.mark.parametrize("name", ["convnet", "transformer", "transformer_gelu"])
 def test_models_train_with_fused_act(monkeypatch, name):
     monkeypatch.syspath_prepend(BENCH)
     import torch
@@ -147,7 +147,8 @@ def test_models_train_with_fused_act(monkeypatch, name):
     assert r["loss_match"]
     assert r["torch_steps_per_s"] > 0 and r["fused_act_steps_per_s"] > 0
     assert "compiled_steps_per_s" not in r  # no compile options given
-    wanted = {"convnet": {"SiLU", "Sigmoid"}, "transformer": {"SiLU", "Softmax"}}[name]
+    wanted = {"convnet": {"SiLU", "Sigmoid"}, "transformer": {"SiLU", "Softmax"},
+              "transformer_gelu": {"GELU", "Softmax"}}[name]
     assert set(r["fused_modules"].split(",")) == wanted
     # fused_act keeps no more for backward than torch's modules do.
     assert 0 < r["fused_act_saved_bytes"] <= r["torch_saved_bytes"]
