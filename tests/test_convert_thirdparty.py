@@ -231,6 +231,19 @@ def test_fused_act_imports_neither_package():
     subprocess.run([sys.executable, "-c", code], check=True, cwd=root)
 
 
+@needs_timm
+def test_tables_come_from_the_modules_imported_at_convert_time(monkeypatch):
+    """A package's classes are converted only while its module is in sys.modules."""
+    monkeypatch.delitem(sys.modules, "timm.layers.activations")
+    model = nn.Sequential(TL.Swish(), TA.GELUActivation())
+    _, report = fused_act.convert(model, report=True)
+    assert type(model[0]) is TL.Swish and type(model[1]) is fused_act.GELU
+    assert report.kept == []  # timm's module is not imported: its classes are unknown
+    monkeypatch.undo()
+    fused_act.convert(model)
+    assert type(model[0]) is fused_act.SiLU
+
+
 # ---- whole models, from configs with random weights ----
 
 def _compare_models(model, make_inputs, loss_of, expected_counts, expected_kept=()):
