@@ -28,10 +28,10 @@ timm.layers.activations_me (the memory-efficient autograd versions)
     SwishMe -> SiLU(); MishMe -> Mish(); HardSwishMe -> Hardswish();
     HardSigmoidMe -> Hardsigmoid()
 
-The gradients are the same except at the kinks of the hard functions (x = +-3), where
-timm's compositions take the other one-sided derivative than torch's (and fused_act's)
-Hardswish/Hardsigmoid backward.  The other module classes of these modules are reported
-as kept, with the reason.
+The gradients are the same, the kinks of the hard functions included, except at x = -3
+and 3 for timm's HardSwishMe and HardSigmoidMe: their hand-written backward takes the
+other one-sided derivative there (-0.5 and 1.5; 1/6) than torch's and fused_act's (0 and
+1; 0).  The other module classes of these modules are reported as kept, with the reason.
 """
 import functools
 import math
