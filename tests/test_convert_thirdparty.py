@@ -307,7 +307,7 @@ def test_tiny_llama_silu_replaced():
 
     config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64,
                          num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-                         max_position_embeddings=32)
+                         max_position_embeddings=32, initializer_range=0.2)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     act = type(model.model.layers[0].mlp.act_fn)
@@ -323,7 +323,8 @@ def test_tiny_bert_gelu_replaced():
 
     config = BertConfig(vocab_size=64, hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=4, intermediate_size=64,
-                        max_position_embeddings=32, hidden_act="gelu")
+                        max_position_embeddings=32, hidden_act="gelu",
+                        initializer_range=0.2)
     torch.manual_seed(0)
     model = BertModel(config)
     model, _ = _compare_models(
