@@ -82,10 +82,20 @@ class _EluExact(torch.autograd.Function):
     negative z."""
 
     @staticmethod
-    def forward(ctx, x, alpha, s):
-        ctx.save_for_backward(x)
-        ctx.alpha, ctx.s = alpha, s
+    def forward(x, alpha, s):
         return torch.where(x > 0, x, alpha * torch.expm1(x * s))
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        x, alpha, s = inputs
+        ctx.save_for_backward(x)
+        ctx.save_for_forward(x)
+        ctx.alpha, ctx.s = alpha, s
+
+    @staticmethod
+    def jvp(ctx, x_t, *_):
+        (x,) = ctx.saved_tensors
+        return torch.where(x > 0, x_t, x_t * (ctx.alpha * ctx.s) * torch.exp(x * ctx.s))
 
     @staticmethod
     def backward(ctx, grad):

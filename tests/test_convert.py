@@ -38,7 +38,7 @@ class Net(nn.Module):
         self.seq = nn.Sequential(nn.Linear(WIDTH, WIDTH), act, nn.Linear(WIDTH, WIDTH), act)
         self.act = act
         self.block = nn.ModuleDict({"inner": nn.Sequential(nn.Linear(WIDTH, WIDTH), act)})
-        self.other = nn.Softsign()  # no fused version: kept, and reported
+        self.other = nn.Softplus()  # no fused version: kept, and reported
 
     def forward(self, x):
         h = self.seq(x)
@@ -80,7 +80,7 @@ def test_convert_every_place_keeps_sharing_and_round_trips(act, kwargs):
                                 f"fused_act.{type(new).__name__}"): 1}
     (entry,) = report.replaced
     assert sorted(entry.paths) == ["act", "block.inner.1", "seq.1", "seq.3"]
-    assert [(k.cls, k.paths) for k in report.kept] == [(nn.Softsign, ["other"])]
+    assert [(k.cls, k.paths) for k in report.kept] == [(nn.Softplus, ["other"])]
     x = torch.randn(5, WIDTH)
     with torch.no_grad():
         close(model(x), reference(x))
@@ -131,19 +131,19 @@ def test_report_lists_modules_left_alone_and_why():
         def forward(self, x):
             return super().forward(x) * 2
 
-    model = nn.Sequential(MyReLU(), nn.Softsign(), nn.LogSigmoid(), nn.Linear(2, 2),
+    model = nn.Sequential(MyReLU(), nn.Softplus(), nn.Hardtanh(), nn.Linear(2, 2),
                           fused_act.Tanh(), nn.Sigmoid())
     _, report = fused_act.convert(model, report=True)
-    assert type(model[0]) is MyReLU and type(model[1]) is nn.Softsign
+    assert type(model[0]) is MyReLU and type(model[1]) is nn.Softplus
     assert isinstance(model[5], fused_act.Sigmoid) and type(model[4]) is fused_act.Tanh
     kept = {k.cls: (k.reason, k.paths) for k in report.kept}
-    assert set(kept) == {MyReLU, nn.Softsign, nn.LogSigmoid}
+    assert set(kept) == {MyReLU, nn.Softplus, nn.Hardtanh}
     assert "subclass of nn.ReLU" in kept[MyReLU][0] and kept[MyReLU][1] == ["0"]
-    assert "no fused version" in kept[nn.Softsign][0]
+    assert "no fused version" in kept[nn.Softplus][0]
     assert report.counts() == {("nn.Sigmoid", "fused_act.Sigmoid"): 1}
     text = str(report)
     assert "replaced nn.Sigmoid -> fused_act.Sigmoid: 1 module(s) at 1 place(s)" in text
-    assert "kept nn.Softsign at 1" in text and "MyReLU" in text
+    assert "kept nn.Softplus at 1" in text and "MyReLU" in text
 
 
 def test_unconvert_swish():

@@ -77,7 +77,7 @@ def _op_samples(device):
     g = torch.randn(5, 4, 3, device=device)
     w = torch.rand(4, device=device)
     for op in ELEMENTWISE_OPS:
-        p = 0.5 if op in ("leaky_relu", "elu", "swish") else 0.0
+        p = 0.5 if op in ("leaky_relu", "elu", "swish", "celu") else 0.0
         yield op, (x, p)
         yield op + "_", (x.clone(), p)
         yield op + "_backward", (g, torch.sigmoid(x), p, True)
@@ -240,7 +240,7 @@ def test_autograd_kernel_registered(name):
 @pytest.mark.parametrize("op", ELEMENTWISE_OPS)
 def test_fast_entry_point_is_the_operator(op):
     from fused_act import _C
-    p = 0.5 if op in ("leaky_relu", "elu", "swish") else 0.0
+    p = 0.5 if op in ("leaky_relu", "elu", "swish", "celu") else 0.0
     x = torch.randn(3, 37, dtype=torch.float64, requires_grad=True)
     g = torch.randn(3, 37, dtype=torch.float64)
     y_fast = getattr(_C, op)(x, p)

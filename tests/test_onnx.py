@@ -30,7 +30,8 @@ needs_dynamo_exporter = pytest.mark.skipif(
 # What the translations may emit: standard-domain operators only.
 STANDARD_OPS = {"Relu", "Clip", "LeakyRelu", "PRelu", "Elu", "Sigmoid", "Tanh", "Mul",
                 "Softmax", "LogSoftmax", "Reshape", "Constant", "CastLike", "Cast",
-                "Gemm", "MatMul", "Add", "Identity"}
+                "Gemm", "MatMul", "Add", "Identity", "Erf", "Mish", "HardSwish",
+                "HardSigmoid", "Selu", "Celu", "Softplus"}
 
 
 class Call(nn.Module):
