@@ -5,7 +5,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Type
 
 from torch import nn
 
-from . import _table
+from . import _table, _thirdparty
 from . import modules as M
 
 def _rebuild(cls, row):
@@ -58,7 +58,8 @@ def _swish_is_silu(m):
 
 
 def register_converter(torch_cls, build):
-    """Teach convert() another module class: build(old_module) -> new module."""
+    """Teach convert() another module class: build(old_module) -> new module.  Takes
+    precedence over the built-in entries of third-party classes."""
     _CONVERTERS[torch_cls] = build
 
 
@@ -168,21 +169,38 @@ def _transform(model: nn.Module, lookup: Callable) -> Tuple[nn.Module, Conversio
 _FUSED_CLASSES = tuple(getattr(M, name) for name in M.__all__)
 
 
-def _convert_lookup(module):
-    cls = type(module)
-    build = _CONVERTERS.get(cls)
-    if build is not None:
-        return build, None
-    if cls in _FUSED_CLASSES:
-        return None, None  # already fused
-    for torch_cls in _CONVERTERS:
-        if isinstance(module, torch_cls) and not isinstance(module, _FUSED_CLASSES):
-            return None, (f"a subclass of {_name(torch_cls)}, not {_name(torch_cls)} itself: "
-                          "its behaviour may differ, so it is left to the user "
-                          "(fused_act.register_converter teaches convert() a class)")
-    if cls.__module__ == "torch.nn.modules.activation" and cls is not nn.MultiheadAttention:
-        return None, "fused_act has no fused version of this activation"
-    return None, None
+def _convert_lookup(tables):
+    """The lookup of convert(): torch.nn's classes and register_converter's first, then
+    the third-party classes of ``tables`` (fused_act._thirdparty)."""
+    rules = {}
+    kept = {}
+    for table in tables:
+        rules.update(table.rules)
+        kept.update(table.kept)
+    known = set(_CONVERTERS) | set(rules)
+
+    def lookup(module):
+        cls = type(module)
+        build = _CONVERTERS.get(cls)
+        if build is not None:
+            return build, None
+        if cls in _FUSED_CLASSES:
+            return None, None  # already fused
+        rule = rules.get(cls)
+        if rule is not None:
+            reason = rule.check(module) if rule.check is not None else None
+            return (rule.build, None) if reason is None else (None, reason)
+        if cls in kept:
+            return None, kept[cls]
+        for known_cls in cls.__mro__[1:]:  # the nearest known base class
+            if known_cls in known and not isinstance(module, _FUSED_CLASSES):
+                return None, (f"a subclass of {_name(known_cls)}, not {_name(known_cls)} "
+                              "itself: its behaviour may differ, so it is left to the user "
+                              "(fused_act.register_converter teaches convert() a class)")
+        if cls.__module__ == "torch.nn.modules.activation" and cls is not nn.MultiheadAttention:
+            return None, "fused_act has no fused version of this activation"
+        return None, None
+    return lookup
 
 
 def _unconvert_lookup(module):
@@ -194,6 +212,8 @@ def _unconvert_lookup(module):
             return None, (f"Swish(beta={beta}, trainable={module.trainable}) has no torch.nn "
                           "equivalent (only Swish(beta=1.0, trainable=False), nn.SiLU)")
         return build, None
+    if cls in _FUSED_CLASSES:
+        return None, f"{_name(cls)} has no torch.nn equivalent"
     if isinstance(module, _FUSED_CLASSES):
         return None, ("a subclass of a fused_act module, not the fused_act module itself: "
                       "left to the user")
@@ -207,13 +227,25 @@ def convert(model: nn.Module, *, report: bool = False):
     register_converter) with its fused_act equivalent, keeping its settings, its
     training mode, its hooks and (PReLU) its very weight Parameter.
 
+    Third-party activation classes that compute the same function are converted too, when
+    their package is already imported (fused_act never imports it): transformers'
+    (transformers.activations: GELUActivation -> GELU; NewGELUActivation,
+    FastGELUActivation, AccurateGELUActivation, GELUTanh -> GELU('tanh');
+    QuickGELUActivation -> Swish(1.702); SiLUActivation -> SiLU; MishActivation -> Mish;
+    ReLUSquaredActivation -> ReLUSquared) and timm's (timm.layers: Swish, SwishMe -> SiLU;
+    Mish, MishMe -> Mish; Sigmoid, Tanh (not in-place ones); HardSwish(Me) -> Hardswish;
+    HardSigmoid(Me) -> Hardsigmoid; PReLU (its weight kept); GELU; GELUTanh -> GELU('tanh');
+    QuickGELU -> Swish(1.702)), with their ``inplace``.  Their other activation classes
+    (ClippedGELUActivation, HardMish, ...) are left alone and reported.  A class given to
+    register_converter takes precedence.
+
     Every place a module occupies is converted: a module instance used several times (the
     same ``nn.ReLU()`` in several Sequential slots, or an attribute that a submodule also
     holds) becomes one fused module used at all those places, so sharing is kept.  Modules
     are changed in place; the model itself is replaced when it is an activation, so use the
     return value: ``model = fused_act.convert(model)``.  Converting twice changes nothing.
 
-    Left alone: subclasses of the torch.nn classes (their forward may differ; teach
+    Left alone: subclasses of the classes above (their forward may differ; teach
     convert() with register_converter), torch.nn activations without a fused version
     (nn.Softplus, nn.Hardtanh, ...), and modules kept outside ``nn.Module``'s registry (plain
     lists or dicts of modules).
@@ -223,7 +255,7 @@ def convert(model: nn.Module, *, report: bool = False):
     ``kept`` each activation-like module left alone with the reason, ``counts()`` the
     number per (old class, new class); ``print(report)`` gives a summary.
     """
-    new, rep = _transform(model, _convert_lookup)
+    new, rep = _transform(model, _convert_lookup(_thirdparty.tables()))
     return (new, rep) if report else new
 
 
@@ -232,8 +264,12 @@ def unconvert(model: nn.Module, *, report: bool = False):
     same settings (fused_act.ReLU -> nn.ReLU, ..., PReLU keeping its weight Parameter,
     Swish(beta=1.0, trainable=False) -> nn.SiLU), at every place it occupies, with sharing,
     training mode and hooks kept.  A Swish with another beta, or a trainable one, has no
-    torch.nn equivalent and stays (listed in the report's ``kept``).  convert() followed by
-    unconvert() gives a model with the original classes, outputs and state_dict.
+    torch.nn equivalent and stays (listed in the report's ``kept``), as does ReLUSquared.
+    Third-party classes that convert() replaced come back as their torch.nn equivalent
+    (transformers' GELUActivation as nn.GELU, timm's HardSwish as nn.Hardswish, ...): the
+    same function, not the original class; QuickGELU's Swish(1.702) and ReLUSquared stay
+    fused.  For a model of torch.nn activations, convert() followed by unconvert() gives a
+    model with the original classes, outputs and state_dict.
 
     Changes the model in place and returns it (or the new module when the model itself is
     a fused activation); ``report=True`` returns ``(model, report)`` as convert() does."""

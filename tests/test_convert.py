@@ -183,3 +183,13 @@ def test_prelu_parameter_and_optimizer_state_survive_round_trip():
     assert model[1].weight is weight and weight in opt.state
     fused_act.unconvert(model)
     assert type(model[1]) is nn.PReLU and model[1].weight is weight
+
+
+def test_unconvert_keeps_fused_module_without_torch_equivalent():
+    relu2 = fused_act.ReLUSquared()
+    model = nn.Sequential(relu2, nn.Linear(3, 3))
+    _, report = fused_act.unconvert(model, report=True)
+    assert model[0] is relu2 and not report.replaced
+    (kept,) = report.kept
+    assert kept.cls is fused_act.ReLUSquared and kept.paths == ["0"]
+    assert "fused_act.ReLUSquared has no torch.nn equivalent" in kept.reason
