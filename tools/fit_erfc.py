@@ -11,14 +11,14 @@ absolute error of Q on a dense grid of a in [0, A_END] (least squares, weights u
 Lawson's iteration), then rounded to float32.
 
 The rounded formula is then measured as the kernel evaluates it, in float32 (the division,
-Horner in s), for GELU(x) = x * Phi(x), Phi(x) = erfc(-x/sqrt(2))/2, on a grid of x in
+Estrin's scheme in s), for GELU(x) = x * Phi(x), Phi(x) = erfc(-x/sqrt(2))/2, on a grid of x in
 [-13, 6]: the relative error of GELU, in units of 2^-23, against float64 (for x > 0 the kernel
 forms 1 - erfc(x/sqrt(2))/2).  The exponent -x^2/2 + Q is taken exactly here: the kernel
 carries x^2 as a float and its rounding error (an FMA gives it) into the exp's argument
 reduction.  Without that, the float rounding of x^2, an absolute error of up to 2^-24 x^2/2
 in the exponent, alone gives 2^-24 x^2/2 of relative error: 150 x 2^-23 at x = -13.
 
-Run:  python tools/fit_erfc.py [N C]      (the kernel's: 9 0.5)
+Run:  python tools/fit_erfc.py [N C]      (the kernel's: 9 0.5; Estrin's scheme needs N = 9)
 """
 import math
 import sys
@@ -53,18 +53,24 @@ def fit(n, iters=300, points=6000):
     return best
 
 
-def horner32(c32, t):
-    p = np.full_like(t, c32[-1])
-    for v in c32[-2::-1]:
-        p = (p * t + v).astype(np.float32)
-    return p
+def estrin32(c32, s):
+    """Q(s) in float32 as the kernel evaluates it (Estrin's scheme: pairs, then powers)."""
+    f = np.float32
+    c = [f(v) for v in c32]
+    s2 = (s * s).astype(f)
+    s4 = (s2 * s2).astype(f)
+    pair = [(c[k + 1] * s + c[k]).astype(f) for k in range(0, 10, 2)]
+    low = (pair[0] + (s2 * pair[1]).astype(f)).astype(f)
+    mid = (pair[2] + (s2 * pair[3]).astype(f)).astype(f)
+    high = (mid + (s4 * pair[4]).astype(f)).astype(f)
+    return (low + (s4 * high).astype(f)).astype(f)
 
 
 def measure(c32):
     x = np.linspace(-13, 6, 400001).astype(np.float32)
     a = (np.abs(x) * np.float32(0.70710678)).astype(np.float32)
     t = (np.float32(1) / (np.float32(1) + np.float32(C) * a)).astype(np.float32)
-    q = horner32(c32, (np.float32(2) * t - np.float32(1)).astype(np.float32))
+    q = estrin32(c32, (np.float32(2) * t - np.float32(1)).astype(np.float32))
     e = np.exp(-(x.astype(np.float64) ** 2) / 2 + q.astype(np.float64)).astype(np.float32)
     h = (np.float32(0.5) * t * e).astype(np.float32)
     phi = np.where(x < 0, h, np.float32(1) - h).astype(np.float32)

@@ -24,7 +24,19 @@ FA_VINLINE void write_out(S* out, int64_t n, bool nt, const Full& full, const Pa
     const int64_t to_aligned = int64_t((kVecBytes - addr % kVecBytes) % kVecBytes / sizeof(S));
     const int64_t head = to_aligned < n ? to_aligned : n;
     if (head > 0) store_partial(out, head, part(0, head));
-    for (i = head; i + kLanes <= n; i += kLanes) store_nt(out + i, full(i));
+    for (i = head; i + 2 * kLanes <= n; i += 2 * kLanes) {
+      const Vec a = full(i), b = full(i + kLanes);
+      store_nt(out + i, a);
+      store_nt(out + i + kLanes, b);
+    }
+    for (; i + kLanes <= n; i += kLanes) store_nt(out + i, full(i));
+  }
+  // Two vectors per iteration: their dependency chains (a polynomial, an exp, a
+  // division) interleave in one block, which a long formula needs to fill the pipelines.
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    const Vec a = full(i), b = full(i + kLanes);
+    store(out + i, a);
+    store(out + i + kLanes, b);
   }
   for (; i + kLanes <= n; i += kLanes) store(out + i, full(i));
   if (i < n) store_partial(out + i, n - i, part(i, n - i));
