@@ -218,12 +218,10 @@ struct GeluTanh : ActivationBase {
   template <class T> FA_HD static T twice_du(T x) {
     return T(2 * kSqrt2OverPi) + (x * x) * T(6 * kSqrt2OverPi * kGeluTanhCubic);
   }
-  // sigmoid(v) from exp(-|v|), on every lane alike: v < -87 (x < -5.3) is common here,
-  // where fa_sigmoid's SIMD form would take its slow general path for whole vectors.
-  template <class T> FA_HD static T sigmoid(T v) {
-    T e = fa_exp(-fa_select(v < T(0), -v, v));
-    return fa_select(v < T(0), e, T(1)) / (T(1) + e);
-  }
+  // The general sigmoid (fa_sigmoid above, from exp(-|v|)), named so that the CPU's SIMD
+  // form is not picked: v < -87 (x < -5.3) is common here, and there that form takes its
+  // slow general path.
+  template <class T> FA_HD static T sigmoid(T v) { return ::fused_act::fa_sigmoid<T>(v); }
   template <class T> FA_HD static T forward(T x, T) { return x * sigmoid(twice_u(x)); }
   // s and 1 - s both from e = exp(-|v|), so s*(1-s) does not cancel where s is near 1.
   template <bool kFromOutput, class T> FA_HD static T backward(T g, T x, T) {
