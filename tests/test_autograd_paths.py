@@ -451,10 +451,12 @@ def test_public_function_classes_under_transforms(name):
         ref = getattr(torch.ops.fused_act, "prelu_reference" if name == "PreluFunction"
                       else "swish_weighted_reference")
         fn, theirs = (lambda u: cls.apply(u, w)), (lambda u: ref(u, w))
+        exact = theirs
     elif name in ("SoftmaxFunction", "LogSoftmaxFunction"):
         fn = lambda u: cls.apply(u, 1)  # noqa: E731
         theirs = (lambda u: torch.log_softmax(u, 1)) if name.startswith("Log") else (
             lambda u: torch.softmax(u, 1))
+        exact = theirs
     elif name == "SwishFunction":
         fn, theirs = (lambda u: cls.apply(u, 1.3)), (lambda u: u * torch.sigmoid(1.3 * u))
         exact = theirs
