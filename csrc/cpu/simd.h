@@ -321,19 +321,42 @@ FA_VINLINE vf exp_normal_range(vf h, vf l) {
 // accurate (within 3.6 x 2^-23 of float64 GELU, every float in [-12.5, 12.5]).  A vector with
 // any lane outside |x| <= 12.5 (where Phi(-u) becomes subnormal; inf, NaN) takes the slow path
 // for those lanes: a per-lane select, so a lane's result depends on its own x only.
-FA_VINLINE Vec fa_normcdf(Vec xv) {
-  const vf x = xv.v;
-  const vf u = (vf)((vi)x & 0x7fffffff);
+// Phi(-|x|) on the fast path's range, and e = exp(-x^2/2), which it is built from.
+FA_VINLINE vf normcdf_tail_fast(vf x, vf u, vf& e) {
   const vf u2 = u * u, u4 = u2 * u2;
   const vf p = (0x1.000000p-1f + 0x1.c0cff2p-2f * u) + u2 * (0x1.774348p-3f + 0x1.4cdd0cp-5f * u) +
                u4 * 0x1.0dc2e6p-8f;
   const vf q = (0x1.000000p+0f + 0x1.acaa2ap+0f * u) + u2 * (0x1.33d6e4p+0f + 0x1.e0bbf8p-2f * u) +
                u4 * (0x1.a1357ap-4f + 0x1.52177ep-7f * u);
   const vf sq = x * x;
-  const vf h = (exp_normal_range(sq * -0.5f, square_error(x, sq) * -0.5f) * p) / q;
+  e = exp_normal_range(sq * -0.5f, square_error(x, sq) * -0.5f);
+  return (e * p) / q;
+}
+
+FA_VINLINE Vec fa_normcdf(Vec xv) {
+  const vf x = xv.v;
+  const vf u = (vf)((vi)x & 0x7fffffff);
+  vf e;
+  const vf h = normcdf_tail_fast(x, u, e);
   const Vec fast = x < 0.0f ? h : 1.0f - h;
   const Mask slow = {~(u <= 12.5f)};  // NaN compares false: slow
   if (__builtin_expect(any_lane(slow), 0)) return fa_select(slow, fa_normcdf_general(xv), fast);
+  return fast;
+}
+
+// Phi(x) + x * phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi): GELU's derivative, with one exp
+// for both terms on the fast path (the scalar form is in activations.h).
+static __attribute__((noinline, cold)) Vec gelu_slope_general(Vec xv) {
+  return fa_normcdf_general(xv) + xv * (fa_gauss(xv) * Vec(kInvSqrt2Pi));
+}
+FA_VINLINE Vec fa_gelu_slope(Vec xv) {
+  const vf x = xv.v;
+  const vf u = (vf)((vi)x & 0x7fffffff);
+  vf e;
+  const vf h = normcdf_tail_fast(x, u, e);
+  const Vec fast = (x < 0.0f ? h : 1.0f - h) + x * (e * float(kInvSqrt2Pi));
+  const Mask slow = {~(u <= 12.5f)};
+  if (__builtin_expect(any_lane(slow), 0)) return fa_select(slow, gelu_slope_general(xv), fast);
   return fast;
 }
 
