@@ -124,11 +124,12 @@ EXTREMES = [float("inf"), float("-inf"), float("nan"), 1e4, -1e4, 3e38, -3e38, 1
 
 
 # torch's gradient at a NaN input for these depends on the dtype and on whether the NaN
-# falls in its vectorized loop or its scalar tail (e.g. ELU: NaN in float64, the incoming
+# falls in its vectorized loop or its scalar tail (hardtanh / relu6: 0 or the incoming
+# gradient in float16; e.g. ELU: NaN in float64, the incoming
 # gradient in float16, either in float32; SELU and CELU are torch's ELU kernel too).
 # fused_act gives one answer everywhere.
 NAN_GRADIENT_VARIES_IN_TORCH = {"relu6": 0.0, "elu": "nan", "selu": "nan", "celu": "nan",
-                                "hardswish": "nan"}
+                                "hardswish": "nan", "hardtanh": 0.0}
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -330,10 +331,11 @@ def test_backward_saves_the_least_and_keeps_grad_intact(act, setting):
 def test_saved_tensor_follows_the_saving_rule(op, inplace):
     """What a call saves is what fused_act.autograd.saves_output (the C++ rule, which the
     torch.func path asks too) says, out of place and in place."""
-    for p in (-0.5, 0.0, 0.01, 1.0, 2.0):
+    # (p, q): q >= p, valid bounds for hardtanh (min_val, max_val)
+    for p, q in ((-0.5, 0.5), (0.0, 0.0), (0.01, 3.0), (1.0, 20.0), (2.0, 5.0)):
         if op == "celu" and p == 0.0:  # not a valid alpha: torch's error
             with pytest.raises(RuntimeError, match="alpha cannot be 0"):
-                getattr(torch.ops.fused_act, op + ("_" if inplace else ""))(torch.randn(3), p)
+                getattr(torch.ops.fused_act, op + ("_" if inplace else ""))(torch.randn(3), p, q)
             continue
         leaf = torch.randn(16, requires_grad=True)
         x = leaf * 1.0
@@ -342,15 +344,16 @@ def test_saved_tensor_follows_the_saving_rule(op, inplace):
         with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t,
                                                       lambda t: t):
             if inplace:
-                getattr(torch.ops.fused_act, op + "_")(x, p)
+                getattr(torch.ops.fused_act, op + "_")(x, p, q)
                 y = x
             else:
-                y = getattr(torch.ops.fused_act, op)(x, p)
+                y = getattr(torch.ops.fused_act, op)(x, p, q)
         assert len(saved) == 1
         saves_output = torch.equal(saved[0], y.detach()) and saved[0].data_ptr() == y.data_ptr()
         if not saves_output:
             assert torch.equal(saved[0].detach(), x_before), (op, p, inplace)
-        assert saves_output == fused_act.autograd.saves_output(op, p, inplace), (op, p, inplace)
+        assert saves_output == fused_act.autograd.saves_output(op, p, q, inplace), (op, p, q,
+                                                                                    inplace)
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS, ids=lambda a: a.name)
