@@ -189,7 +189,7 @@ ROWS = (
         inplace_alias=True, doc="min(max(x, min_val), max_val).",
         settings=(Setting("default"),
                   Setting("min-2_max3", lambda x: {"min_val": -2.0, "max_val": 3.0}),
-                  Setting("min0.5_max0.5", lambda x: {"min_val": 0.5, "max_val": 0.5})),
+                  Setting("min0.25_max0.5", lambda x: {"min_val": 0.25, "max_val": 0.5})),
         composite=lambda x: torch.clamp(x, -1.0, 1.0),
         module_kwargs={"min_val": -2.0, "max_val": 3.0}),
 )

@@ -90,7 +90,7 @@ class Swish(nn.Module):
             beta = self.beta
             if isinstance(beta, torch.Tensor):
                 return _ops.swish_weighted(input, beta)
-            return _ops.swish(input, beta)
+            return _ops.swish(input, beta, 0.0)
         return FA.swish(input, self.beta)
 
     def extra_repr(self):

@@ -392,6 +392,44 @@ def test_swish_module():
     close(fused_act.Swish()(x), torch.nn.SiLU()(x))
 
 
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_hardtanh_bounds_like_torch(dtype):
+    """min_val == max_val is a valid call of the function (every output is that value, every
+    gradient 0, as torch's); min_val > max_val raises torch's ValueError from the function
+    and the operator, and nn.Hardtanh's own check applies to the module."""
+    FA = fused_act.functional
+    x = torch.tensor([-2.0, 0.25, 0.5, 0.75, 3.0, float("nan")], dtype=dtype)
+    for fn in (FA.hardtanh, lambda t, lo, hi: FA.hardtanh(t.clone(), lo, hi, inplace=True)):
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        y = fn(xa * 1, 0.5, 0.5)
+        y_ref = torch.nn.functional.hardtanh(xb * 1, 0.5, 0.5)
+        assert torch.equal(y.isnan(), y_ref.isnan())
+        assert torch.equal(y[~y.isnan()], y_ref[~y_ref.isnan()])
+        y.sum().backward()
+        y_ref.sum().backward()
+        assert torch.equal(xa.grad, torch.zeros_like(x)) and torch.equal(xb.grad[:-1], xa.grad[:-1])
+    with pytest.raises(ValueError, match="min_val cannot be greater than max_val"):
+        FA.hardtanh(x, 1.0, -1.0)
+    with pytest.raises(ValueError, match="min_val cannot be greater than max_val"):
+        FA.hardtanh_(x.clone(), 1.0, -1.0)
+    with pytest.raises(AssertionError, match="must be greater than min_val"):
+        fused_act.Hardtanh(1.0, 1.0)
+
+
+def test_softplus_large_threshold_does_not_overflow():
+    """Where torch's float32 log1p(exp(z)) overflows (a threshold above 88), fused_act
+    stays finite and accurate: the float64 result, rounded."""
+    x = torch.tensor([-100.0, -90.0, 0.0, 50.0, 89.0, 95.0, 150.0], requires_grad=True)
+    y = fused_act.functional.softplus(x, threshold=200.0)
+    (dx,) = torch.autograd.grad(y.sum(), x)
+    x64 = x.detach().double().requires_grad_()
+    y64 = torch.nn.functional.softplus(x64, threshold=200.0)
+    (dx64,) = torch.autograd.grad(y64.sum(), x64)
+    close(y, y64.float(), dtype=torch.float32)
+    close(dx, dx64.float(), dtype=torch.float32)
+    assert torch.isfinite(y).all() and torch.isfinite(dx).all()
+
+
 @pytest.mark.parametrize("device", DEVICES)
 def test_prelu_weight_gradient_per_channel(device):
     x = torch.randn(8, 5, 9, 11, dtype=torch.float64, device=device, requires_grad=True)
