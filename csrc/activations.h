@@ -4,7 +4,12 @@
 // `float` or `double` (host and CUDA device) or a CPU SIMD vector of floats (see
 // cpu/simd.h).  Half and bfloat16 are computed in float (at::opmath_type).  `p` is the
 // activation's scalar parameter (negative slope, alpha, beta) or the per-channel weight
-// of PReLU / trainable Swish; activations without one ignore it.
+// of PReLU / trainable Swish; activations without one ignore it.  An activation with two
+// scalar parameters (softplus's beta and threshold, hardtanh's min_val and max_val)
+// derives from ActivationBase2 (kParams = 2) and takes a second one, q, after p in each
+// of the functions below; the operators carry both (p, q) for every activation, and the
+// kernels call every functor through Params<F> (end of this file), which drops q for
+// the one-parameter functors, whose own signatures stay (x, p) and (g, s, p).
 //
 // The primitives the formulas use (fa_select, fa_exp, fa_expm1, fa_tanh) are overloaded
 // for scalars below and for SIMD vectors next to the vector type, found by ADL.
@@ -17,7 +22,8 @@
 //   grad_saved<kFromOutput>(g, s, p): the derivative of backward(g, s, p) with respect to
 //     s (double backward and the tangent of a backward), written with the same
 //     primitives, so that autograd.cpp evaluates it on tensors (an ATen composite);
-//   param_error(p): why p is not a valid parameter (nullptr when it is);
+//   param_error(p): why p is not a valid parameter (nullptr when it is; raised as a
+//     ValueError when kParamValueError, as torch raises hardtanh's, else RuntimeError);
 //   streaming_backward(from_output): whether its backward from that saved tensor does so
 //     little per element that it is bound by memory bandwidth (the CPU picks its vector
 //     width by it).
@@ -53,6 +59,11 @@ template <class T> FA_HD T fa_sigmoid(T z) {
   return fa_select(z < T(0), e, T(1)) / (T(1) + e);
 }
 
+// softplus(z) = log(1 + exp(z)) as max(z, 0) + log1p(exp(-|z|)): exp never overflows,
+// and log1p keeps the relative precision of tiny results (z far below 0).  NaN stays NaN.
+FA_HD float fa_softplus(float z) { return (z > 0.0f ? z : 0.0f) + ::log1pf(::expf(-::fabsf(z))); }
+FA_HD double fa_softplus(double z) { return (z > 0.0 ? z : 0.0) + ::log1p(::exp(-::fabs(z))); }
+
 // The standard normal CDF Phi(x) = erfc(-x/sqrt(2))/2 (GELU), from erfc so that it keeps
 // its relative precision for negative x, where 1 + erf(x/sqrt(2)) cancels.
 FA_HD float fa_normcdf(float x) { return 0.5f * ::erfcf(x * -0.707106781186547524f); }
@@ -76,10 +87,19 @@ constexpr double kSeluScale = 1.0507009873554804934193349852946;
 
 // The defaults: the backward reads the input, any parameter is valid, compute-bound.
 struct ActivationBase {
+  static constexpr int kParams = 1;
+  static constexpr bool kParamValueError = false;
   static bool saves_output(double) { return false; }
   static bool inplace_saves_output(double) { return false; }
   static const char* param_error(double) { return nullptr; }
   static constexpr bool streaming_backward(bool) { return false; }
+};
+// The same defaults for the activations with two scalar parameters (p, q).
+struct ActivationBase2 : ActivationBase {
+  static constexpr int kParams = 2;
+  static bool saves_output(double, double) { return false; }
+  static bool inplace_saves_output(double, double) { return false; }
+  static const char* param_error(double, double) { return nullptr; }
 };
 // Piecewise-linear activations: the backward is a compare and a select.
 struct PiecewiseLinear : ActivationBase {
@@ -352,6 +372,80 @@ struct ReluSquared : ActivationBase {
   }
 };
 
+// softplus: y = z > threshold ? x : softplus(z)/beta, z = x*beta (torch's rule and
+// comparison; p = beta, q = threshold).  Saves x.
+//   dx = z > threshold ? dy : dy*sigmoid(z)
+// softplus(z) and the sigmoid are computed without overflow for every z, where torch's
+// float log1p(exp(z)) and exp(z)/(exp(z) + 1) give inf and NaN once a threshold above 88
+// lets z reach exp's overflow.  NaN stays NaN, in the gradient too.
+struct Softplus : ActivationBase2 {
+  template <class T> FA_HD static T forward(T x, T beta, T threshold) {
+    T z = x * beta;
+    // times 1/beta, which the loops compute once: a division per element costs more
+    // than the half ULP it saves
+    return fa_select(z > threshold, x, fa_softplus(z) * (T(1) / beta));
+  }
+  template <bool kFromOutput, class T> FA_HD static T backward(T g, T x, T beta, T threshold) {
+    T z = x * beta;
+    return fa_select(z > threshold, g, g * fa_sigmoid(z));
+  }
+  template <bool kFromOutput, class T> FA_HD static T grad_saved(T g, T x, T beta, T threshold) {
+    T z = x * beta;
+    T s = fa_sigmoid(z);
+    return fa_select(z > threshold, T(0), g * (beta * (s * (T(1) - s))));
+  }
+};
+
+// hardtanh: y = min(max(x, min_val), max_val) (NaN stays NaN; p = min_val, q = max_val);
+// dx = min_val < y < max_val ? dy : 0 (0 for NaN, as torch).  y tells the same as x
+// (y <= min_val exactly when x <= min_val), so out of place it saves y; in place a copy
+// of x, as torch's hardtanh_ (so that `x = hardtanh(x, inplace=True); x.mul_(2)` still
+// has a gradient).  min_val > max_val is refused with torch's message.
+struct Hardtanh : ActivationBase2 {
+  static constexpr bool kParamValueError = true;
+  static constexpr bool streaming_backward(bool) { return true; }
+  static bool saves_output(double, double) { return true; }
+  static const char* param_error(double min_val, double max_val) {
+    return min_val > max_val ? "min_val cannot be greater than max_val" : nullptr;
+  }
+  template <class T> FA_HD static T forward(T x, T lo, T hi) {
+    return fa_select(x <= lo, lo, fa_select(x >= hi, hi, x));
+  }
+  template <bool kFromOutput, class T> FA_HD static T backward(T g, T s, T lo, T hi) {
+    return fa_select(s > lo, fa_select(s < hi, g, T(0)), T(0));
+  }
+  template <bool kFromOutput, class T> FA_HD static T grad_saved(T, T, T, T) { return T(0); }
+};
+
+// Every functor called with both parameters: the kernels, the autograd layer and the
+// operator layer call Params<F>, which passes q only to the functors that take it.
+template <class F> struct Params {
+  template <class T> FA_HD static T forward(T x, T p, T q) {
+    if constexpr (F::kParams == 2) return F::forward(x, p, q);
+    else return F::forward(x, p);
+  }
+  template <bool kFromOutput, class T> FA_HD static T backward(T g, T s, T p, T q) {
+    if constexpr (F::kParams == 2) return F::template backward<kFromOutput>(g, s, p, q);
+    else return F::template backward<kFromOutput>(g, s, p);
+  }
+  template <bool kFromOutput, class T> FA_HD static T grad_saved(T g, T s, T p, T q) {
+    if constexpr (F::kParams == 2) return F::template grad_saved<kFromOutput>(g, s, p, q);
+    else return F::template grad_saved<kFromOutput>(g, s, p);
+  }
+  static bool saves_output(double p, double q) {
+    if constexpr (F::kParams == 2) return F::saves_output(p, q);
+    else return F::saves_output(p);
+  }
+  static bool inplace_saves_output(double p, double q) {
+    if constexpr (F::kParams == 2) return F::inplace_saves_output(p, q);
+    else return F::inplace_saves_output(p);
+  }
+  static const char* param_error(double p, double q) {
+    if constexpr (F::kParams == 2) return F::param_error(p, q);
+    else return F::param_error(p);
+  }
+};
+
 // The table of operators: (operator name, functor).  Adding an activation means a
 // functor above and a line here; registration and both devices' kernels follow.
 #define FA_FOR_EACH_ACTIVATION(X) \
@@ -369,7 +463,9 @@ struct ReluSquared : ActivationBase {
   X(hardsigmoid, Hardsigmoid)     \
   X(selu, Selu)                   \
   X(celu, Celu)                   \
-  X(relu_squared, ReluSquared)
+  X(relu_squared, ReluSquared)    \
+  X(softplus, Softplus)           \
+  X(hardtanh, Hardtanh)
 
 // Activations whose parameter can also be a learnable tensor (one value, or one per
 // channel along dim 1), with the name of that operator: leaky_relu with a weight is

@@ -1,8 +1,8 @@
 // Autograd kernels of every operator, in C++ so that a call from Python costs what a call
 // of a torch operator costs (no Python autograd.Function in between):
-//   NAME(x, p)                              saves y or x (Rule below), and
-//   NAME_backward(grad, saved, p, o)        is itself differentiable (double backward);
-//   NAME_(x, p)                             in place: through the dispatcher's
+//   NAME(x, p, q)                           saves y or x (Rule below), and
+//   NAME_backward(grad, saved, p, q, o)     is itself differentiable (double backward);
+//   NAME_(x, p, q)                          in place: through the dispatcher's
 //                                           ADInplaceOrView kernel (version counter,
 //                                           inference-tensor check), history rebased;
 //   softmax(x, dim, log) / softmax_backward the same for the row-wise softmax;
@@ -55,17 +55,21 @@ template <Act A> struct Functor;
   template <> struct Functor<Act::name> { using type = F; };
 FA_FOR_EACH_ACTIVATION(FA_FUNCTOR)
 #undef FA_FUNCTOR
-template <Act A> using F_ = typename Functor<A>::type;
+// Every functor through Params (activations.h): both scalar parameters (p, q).
+template <Act A> using F_ = Params<typename Functor<A>::type>;
 
 template <Act A> struct Rule {
-  static bool saves_output(double p) { return F_<A>::saves_output(p); }
-  static bool inplace_saves_output(double p) { return F_<A>::inplace_saves_output(p); }
+  static bool saves_output(double p, double q) { return F_<A>::saves_output(p, q); }
+  static bool inplace_saves_output(double p, double q) {
+    return F_<A>::inplace_saves_output(p, q);
+  }
 };
 
-bool saves_output(const std::string& op, double p, bool inplace) {
+bool saves_output(const std::string& op, double p, double q, bool inplace) {
 #define FA_RULE(name, F)                                                                   \
   if (op == #name)                                                                          \
-    return inplace ? Rule<Act::name>::inplace_saves_output(p) : Rule<Act::name>::saves_output(p);
+    return inplace ? Rule<Act::name>::inplace_saves_output(p, q)                            \
+                   : Rule<Act::name>::saves_output(p, q);
   FA_FOR_EACH_ACTIVATION(FA_RULE)
 #undef FA_RULE
   TORCH_CHECK(false, "fused_act::saves_output: unknown operator '", op, "'");
@@ -146,22 +150,23 @@ FA_TV_UNARY(fa_gauss, [](const at::Tensor& x) { return at::exp(x * x * -0.5); },
 
 // ---- second derivatives: grad * D'(saved), where dx = grad * D(saved) ---------------
 template <Act A>
-at::Tensor d_saved(const at::Tensor& g, const at::Tensor& s, double p, bool from_output) {
+at::Tensor d_saved(const at::Tensor& g, const at::Tensor& s, double p, double q,
+                   bool from_output) {
   const at::Tensor* previous = tv_like;
   tv_like = &g;
-  TV r = from_output ? F_<A>::template grad_saved<true>(TV(g), TV(s), TV(p))
-                     : F_<A>::template grad_saved<false>(TV(g), TV(s), TV(p));
+  TV r = from_output ? F_<A>::template grad_saved<true>(TV(g), TV(s), TV(p), TV(q))
+                     : F_<A>::template grad_saved<false>(TV(g), TV(s), TV(p), TV(q));
   at::Tensor out = tv_tensor(r);
   tv_like = previous;
   return out;
 }
 
-// NAME_double_backward(gg, grad, saved, p, o) = gg * grad * D'(saved): the gradient of
+// NAME_double_backward(gg, grad, saved, p, q, o) = gg * grad * D'(saved): the gradient of
 // NAME_backward with respect to `saved`, and (D' being diagonal) its tangent too.
 template <Act A>
 at::Tensor double_backward(const at::Tensor& gg, const at::Tensor& grad, const at::Tensor& saved,
-                           double p, bool from_output) {
-  return d_saved<A>(gg * grad, saved, p, from_output);
+                           double p, double q, bool from_output) {
+  return d_saved<A>(gg * grad, saved, p, q, from_output);
 }
 
 template <Act A> const c10::TypedOperatorHandle<sig::Forward>& forward_op() {
@@ -221,10 +226,10 @@ struct SavedOneNode : public torch::autograd::Node {
 };
 
 template <Act A> struct ElementwiseNode : public SavedOneNode {
-  ElementwiseNode(const char* name, double p, bool from_output)
-      : SavedOneNode(name), p_(p), from_output_(from_output) {}
+  ElementwiseNode(const char* name, double p, double q, bool from_output)
+      : SavedOneNode(name), p_(p), q_(q), from_output_(from_output) {}
   variable_list apply(variable_list&& grads) override;
-  double p_;
+  double p_, q_;
   bool from_output_;
 };
 
@@ -253,23 +258,27 @@ void record(const NodeRef& node, const at::Tensor& x, const at::Tensor& y,
 template <Act A, class Self>
 struct BackwardFunction : public torch::autograd::Function<Self> {
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad,
-                            const at::Tensor& saved, double p, bool from_output) {
+                            const at::Tensor& saved, double p, double q, bool from_output) {
     ctx->save_for_backward({grad, saved});
     ctx->saved_data["p"] = p;
+    ctx->saved_data["q"] = q;
     ctx->saved_data["from_output"] = from_output;
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    return backward_op<A>().call(grad, saved, p, from_output);
+    return backward_op<A>().call(grad, saved, p, q, from_output);
   }
 
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const double p = ctx->saved_data["p"].toDouble();
+    const double q = ctx->saved_data["q"].toDouble();
     const bool from_output = ctx->saved_data["from_output"].toBool();
     const at::Tensor& gg = grads[0];
     at::Tensor d_grad, d_s;
-    if (ctx->needs_input_grad(0)) d_grad = backward_op<A>().call(gg, saved[1], p, from_output);
-    if (ctx->needs_input_grad(1)) d_s = double_backward<A>(gg, saved[0], saved[1], p, from_output);
-    return {d_grad, d_s, at::Tensor(), at::Tensor()};
+    if (ctx->needs_input_grad(0))
+      d_grad = backward_op<A>().call(gg, saved[1], p, q, from_output);
+    if (ctx->needs_input_grad(1))
+      d_s = double_backward<A>(gg, saved[0], saved[1], p, q, from_output);
+    return {d_grad, d_s, at::Tensor(), at::Tensor(), at::Tensor()};
   }
 };
 
@@ -279,17 +288,18 @@ struct BackwardFunction : public torch::autograd::Function<Self> {
 template <Act A, class Self>
 struct InplaceFunction : public torch::autograd::Function<Self> {
   static at::Tensor forward(AutogradContext* ctx, at::Tensor x,
-                            const std::optional<at::Tensor>& copy, double p) {
+                            const std::optional<at::Tensor>& copy, double p, double q) {
     {
       // mark_dirty bumps the version counter, so the kernel itself runs below
       // ADInplaceOrView.
       at::AutoDispatchBelowADInplaceOrView below_autograd;
-      inplace_op<A>().call(x, p);
+      inplace_op<A>().call(x, p, q);
     }
     ctx->mark_dirty({x});
     const bool from_output = !copy.has_value();
     ctx->save_for_backward({from_output ? x : *copy});
     ctx->saved_data["p"] = p;
+    ctx->saved_data["q"] = q;
     ctx->saved_data["from_output"] = from_output;
     return x;
   }
@@ -297,9 +307,10 @@ struct InplaceFunction : public torch::autograd::Function<Self> {
   static variable_list backward(AutogradContext* ctx, variable_list grads) {
     const auto saved = ctx->get_saved_variables();
     const double p = ctx->saved_data["p"].toDouble();
+    const double q = ctx->saved_data["q"].toDouble();
     const bool from_output = ctx->saved_data["from_output"].toBool();
-    return {backward_op<A>().call(grads[0], saved[0], p, from_output), at::Tensor(),
-            at::Tensor()};
+    return {backward_op<A>().call(grads[0], saved[0], p, q, from_output), at::Tensor(),
+            at::Tensor(), at::Tensor()};
   }
 };
 
@@ -506,24 +517,24 @@ template <class Fn> auto without_forward_ad(Fn&& fn) {
 }
 
 template <Act A> at::Tensor backward_autograd(const at::Tensor& grad, const at::Tensor& saved,
-                                              double p, bool from_output);
+                                              double p, double q, bool from_output);
 
-template <Act A> at::Tensor forward_autograd(const at::Tensor& x, double p) {
+template <Act A> at::Tensor forward_autograd(const at::Tensor& x, double p, double q) {
   const at::Tensor x_t = tangent(x);
-  const bool from_output = Rule<A>::saves_output(p);
+  const bool from_output = Rule<A>::saves_output(p, q);
   at::Tensor y;
   {
     at::AutoDispatchBelowADInplaceOrView below_autograd;
-    y = forward_op<A>().call(x, p);
+    y = forward_op<A>().call(x, p, q);
   }
   NodeRef node;
-  if (records({&x})) node = make_node<ElementwiseNode<A>>(node_name<A>(), p, from_output);
+  if (records({&x})) node = make_node<ElementwiseNode<A>>(node_name<A>(), p, q, from_output);
   record<ElementwiseNode<A>>(
       node, x, y,
       [&] {
         if (!x_t.defined()) return;
         at::Tensor y_t = without_forward_ad(
-            [&] { return backward_autograd<A>(x_t, from_output ? y : primal(x), p, from_output); });
+            [&] { return backward_autograd<A>(x_t, from_output ? y : primal(x), p, q, from_output); });
         y._set_fw_grad(y_t, kLevel, /*is_inplace_op=*/false);
       },
       from_output ? y : x, from_output);
@@ -533,30 +544,30 @@ template <Act A> at::Tensor forward_autograd(const at::Tensor& x, double p) {
 template <Act A> variable_list ElementwiseNode<A>::apply(variable_list&& grads) {
   at::Tensor dx;
   if (grads[0].defined() && task_should_compute_output(0))
-    dx = backward_op<A>().call(grads[0], saved_.unpack(getptr()), p_, from_output_);
+    dx = backward_op<A>().call(grads[0], saved_.unpack(getptr()), p_, q_, from_output_);
   return {dx};
 }
 
-template <Act A> void inplace_autograd(const at::Tensor& x, double p) {
+template <Act A> void inplace_autograd(const at::Tensor& x, double p, double q) {
   const bool need_grad = records({&x});
   const at::Tensor x_t = tangent(x);
-  const bool from_output = Rule<A>::inplace_saves_output(p);
+  const bool from_output = Rule<A>::inplace_saves_output(p, q);
   // What the backward (or the tangent) reads must survive the overwrite.
   std::optional<at::Tensor> copy;
   if (!from_output && (need_grad || x_t.defined()))
     copy = without_forward_ad([&] { return x.clone(); });
   without_forward_ad([&] {
     if (need_grad) {
-      Node<A>::Inplace::apply(x, copy, p);
+      Node<A>::Inplace::apply(x, copy, p, q);
       return 0;
     }
     at::AutoDispatchBelowAutograd below_autograd;  // ADInplaceOrView: version counter
-    inplace_op<A>().call(x, p);
+    inplace_op<A>().call(x, p, q);
     return 0;
   });
   if (x_t.defined()) {
     at::Tensor new_t = without_forward_ad([&] {
-      return backward_autograd<A>(x_t, from_output ? primal(x) : *copy, p, from_output);
+      return backward_autograd<A>(x_t, from_output ? primal(x) : *copy, p, q, from_output);
     });
     x_t.copy_(new_t);  // a tangent is updated in place, like the tensor
   }
@@ -564,21 +575,21 @@ template <Act A> void inplace_autograd(const at::Tensor& x, double p) {
 
 template <Act A>
 at::Tensor backward_autograd(const at::Tensor& grad, const at::Tensor& saved, double p,
-                             bool from_output) {
+                             double q, bool from_output) {
   const at::Tensor g_t = tangent(grad), s_t = tangent(saved);
   at::Tensor dx = without_forward_ad([&] {
     if (!records({&grad, &saved})) {
       at::AutoDispatchBelowADInplaceOrView below_autograd;
-      return backward_op<A>().call(grad, saved, p, from_output);
+      return backward_op<A>().call(grad, saved, p, q, from_output);
     }
-    return Node<A>::Backward::apply(grad, saved, p, from_output);
+    return Node<A>::Backward::apply(grad, saved, p, q, from_output);
   });
   if (g_t.defined() || s_t.defined()) {
     at::Tensor dx_t = without_forward_ad([&] {
       const at::Tensor g = primal(grad), s = primal(saved);
       return add_defined(
-          g_t.defined() ? backward_autograd<A>(g_t, s, p, from_output) : at::Tensor(),
-          s_t.defined() ? double_backward<A>(s_t, g, s, p, from_output) : at::Tensor());
+          g_t.defined() ? backward_autograd<A>(g_t, s, p, q, from_output) : at::Tensor(),
+          s_t.defined() ? double_backward<A>(s_t, g, s, p, q, from_output) : at::Tensor());
     });
     dx._set_fw_grad(dx_t, kLevel, false);
   }
@@ -665,10 +676,10 @@ at::Tensor weighted_autograd(const at::Tensor& x, const at::Tensor& w) {
 // The in-place kernel below the autograd layer: runs the device kernel, then bumps the
 // version counter of the overwritten tensor (which also refuses an inference tensor
 // outside inference mode), as torch's own in-place operators do.
-template <Act A> void inplace_version(const at::Tensor& x, double p) {
+template <Act A> void inplace_version(const at::Tensor& x, double p, double q) {
   {
     at::AutoDispatchBelowADInplaceOrView below;
-    inplace_op<A>().call(x, p);
+    inplace_op<A>().call(x, p, q);
   }
   torch::autograd::impl::bump_version(x);
 }

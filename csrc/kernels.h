@@ -14,9 +14,10 @@ namespace fused_act {
 
 // The entry points every device implements (written once, declared for each device).
 #define FA_DEVICE_KERNELS                                                                 \
-  static void forward(Act act, const at::Tensor& x, const at::Tensor& y, double p);       \
+  static void forward(Act act, const at::Tensor& x, const at::Tensor& y, double p,       \
+                      double q);                                                          \
   static void backward(Act act, const at::Tensor& g, const at::Tensor& s,                 \
-                       const at::Tensor& dx, double p, bool saved_is_output);             \
+                       const at::Tensor& dx, double p, double q, bool saved_is_output);   \
   static void weighted_forward(Act act, const at::Tensor& x, const at::Tensor& w,         \
                                const at::Tensor& y, int64_t inner, int64_t channels);     \
   /* dw is undefined when the weight needs no gradient. */                                \

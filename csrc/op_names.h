@@ -29,9 +29,9 @@ FA_FOR_EACH_WEIGHTED(FA_WEIGHTED_NAME)
 
 // Signatures of the operators' schemas (ops.cpp).
 namespace sig {
-using Forward = at::Tensor(const at::Tensor&, double);
-using Inplace = void(const at::Tensor&, double);
-using Backward = at::Tensor(const at::Tensor&, const at::Tensor&, double, bool);
+using Forward = at::Tensor(const at::Tensor&, double, double);
+using Inplace = void(const at::Tensor&, double, double);
+using Backward = at::Tensor(const at::Tensor&, const at::Tensor&, double, double, bool);
 using Weighted = at::Tensor(const at::Tensor&, const at::Tensor&);
 using WeightedBackward = std::tuple<at::Tensor, at::Tensor>(const at::Tensor&,
                                                             const at::Tensor&,

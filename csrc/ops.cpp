@@ -1,10 +1,13 @@
 // Operator schemas (namespace fused_act) and the CPU implementations.  For each
 // activation NAME of activations.h:
-//   NAME(Tensor x, float p) -> Tensor                 forward
-//   NAME_(Tensor(a!) x, float p) -> ()                forward in place
-//   NAME_backward(Tensor grad, Tensor saved, float p, bool saved_is_output) -> Tensor
-//   NAME_double_backward(Tensor gg, Tensor grad, Tensor saved, float p,
+//   NAME(Tensor x, float p, float q) -> Tensor        forward
+//   NAME_(Tensor(a!) x, float p, float q) -> ()       forward in place
+//   NAME_backward(Tensor grad, Tensor saved, float p, float q, bool saved_is_output) -> Tensor
+//   NAME_double_backward(Tensor gg, Tensor grad, Tensor saved, float p, float q,
 //                        bool saved_is_output) -> Tensor   (gg * grad * D'(saved))
+// p and q are the activation's scalar parameters (activations.h): every operator of the
+// table takes both, so one schema, one fake kernel and one Python call shape serve them
+// all; the one-parameter activations ignore q (callers pass 0).
 // and for the weighted ones (prelu = leaky_relu with a weight, swish_weighted):
 //   prelu(Tensor x, Tensor weight) -> Tensor
 //   prelu_backward(Tensor grad, Tensor x, Tensor weight, bool need_weight_grad) -> (Tensor, Tensor)
@@ -18,7 +21,7 @@
 
 namespace fused_act {
 namespace autograd_impl {
-bool saves_output(const std::string& op, double p, bool inplace);  // autograd.cpp
+bool saves_output(const std::string& op, double p, double q, bool inplace);  // autograd.cpp
 }
 namespace {
 
@@ -44,12 +47,12 @@ bool built_with_cuda() {
 
 TORCH_LIBRARY(fused_act, m) {
 #define FA_DEF(name, F)                                                               \
-  m.def(#name "(Tensor x, float p) -> Tensor");                                       \
-  m.def(#name "_(Tensor(a!) x, float p) -> ()");                                      \
-  m.def(#name "_backward(Tensor grad, Tensor saved, float p, bool saved_is_output) " \
-              "-> Tensor");                                                                \
+  m.def(#name "(Tensor x, float p, float q) -> Tensor");                              \
+  m.def(#name "_(Tensor(a!) x, float p, float q) -> ()");                             \
+  m.def(#name "_backward(Tensor grad, Tensor saved, float p, float q, "               \
+              "bool saved_is_output) -> Tensor");                                     \
   m.def(#name "_double_backward(Tensor gg, Tensor grad, Tensor saved, float p, "      \
-              "bool saved_is_output) -> Tensor");
+              "float q, bool saved_is_output) -> Tensor");
   FA_FOR_EACH_ACTIVATION(FA_DEF)
 #undef FA_DEF
 #define FA_DEF_WEIGHTED(name, F, op)                                                   \
@@ -73,8 +76,9 @@ TORCH_LIBRARY(fused_act, m) {
   m.def("softmax_backward_backward(Tensor gg, Tensor grad, Tensor y, int dim, bool log) -> Tensor");
   m.def("softmax_backward_jvp(Tensor y_t, Tensor grad, Tensor y, int dim, bool log) -> Tensor");
   // Whether operator `op`'s backward reads its output (else its input), out of place or
-  // in place, for parameter p: the one saving rule (autograd.cpp), for Python too.
-  m.def("saves_output(str op, float p, bool inplace) -> bool", &fused_act::autograd_impl::saves_output);
+  // in place, for parameters (p, q): the one saving rule (autograd.cpp), for Python too.
+  m.def("saves_output(str op, float p, float q, bool inplace) -> bool",
+        &fused_act::autograd_impl::saves_output);
 }
 
 TORCH_LIBRARY_IMPL(fused_act, CPU, m) {

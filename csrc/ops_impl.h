@@ -29,11 +29,19 @@ inline void check_same(const at::Tensor& a, const at::Tensor& b, const char* op,
                    a.scalar_type());
 }
 
-// The activation's own check of its parameter (e.g. CELU's alpha != 0).
-inline void check_param(Act act, double p) {
+// The activation's own check of its parameters (e.g. CELU's alpha != 0, hardtanh's
+// min_val <= max_val), raised as the error type torch raises for it.
+inline void check_param(Act act, double p, double q) {
   const char* error = nullptr;
-  visit_act(act, [&](auto a) { error = decltype(a)::type::param_error(p); });
-  TORCH_CHECK(error == nullptr, "fused_act::", act_name(act), ": ", error);
+  bool value_error = false;
+  visit_act(act, [&](auto a) {
+    using F = typename decltype(a)::type;
+    error = Params<F>::param_error(p, q);
+    value_error = F::kParamValueError;
+  });
+  if (error == nullptr) return;
+  TORCH_CHECK_VALUE(!value_error, "fused_act::", act_name(act), ": ", error);
+  TORCH_CHECK(false, "fused_act::", act_name(act), ": ", error);
 }
 
 // Kernels walk storage flat: fine when all tensors share one dense layout.
@@ -52,36 +60,36 @@ inline at::Tensor contig(const at::Tensor& t) { return t.contiguous(); }
 
 template <class Dev>
 struct Ops {
-  static at::Tensor forward(Act act, const at::Tensor& x, double p) {
+  static at::Tensor forward(Act act, const at::Tensor& x, double p, double q) {
     check_floating(x, act_name(act), "input");
-    check_param(act, p);
+    check_param(act, p, q);
     at::Tensor y = at::empty_like(x);
     if (x.numel() == 0) return y;
     if (flat_ok({&x, &y})) {
-      Dev::forward(act, x, y, p);
+      Dev::forward(act, x, y, p, q);
     } else {
       at::Tensor xc = contig(x), yc = at::empty_like(xc);
-      Dev::forward(act, xc, yc, p);
+      Dev::forward(act, xc, yc, p, q);
       y.copy_(yc);
     }
     return y;
   }
 
-  static void forward_(Act act, const at::Tensor& x, double p) {
+  static void forward_(Act act, const at::Tensor& x, double p, double q) {
     check_floating(x, act_name(act), "input");
-    check_param(act, p);
+    check_param(act, p, q);
     if (x.numel() == 0) return;
     if (x.is_non_overlapping_and_dense()) {
-      Dev::forward(act, x, x, p);
+      Dev::forward(act, x, x, p, q);
     } else {
       at::Tensor xc = contig(x);
-      Dev::forward(act, xc, xc, p);
+      Dev::forward(act, xc, xc, p, q);
       x.copy_(xc);
     }
   }
 
   static at::Tensor backward(Act act, const at::Tensor& g, const at::Tensor& s, double p,
-                             bool saved_is_output) {
+                             double q, bool saved_is_output) {
     const char* op = act_name(act);
     check_floating(g, op, "grad");
     check_same(g, s, op, "grad", "saved tensor");
@@ -90,10 +98,10 @@ struct Ops {
     at::Tensor dx = at::empty_like(g);
     if (g.numel() == 0) return dx;
     if (flat_ok({&g, &s, &dx})) {
-      Dev::backward(act, g, s, dx, p, saved_is_output);
+      Dev::backward(act, g, s, dx, p, q, saved_is_output);
     } else {
       at::Tensor gc = contig(g), sc = contig(s), dc = at::empty_like(gc);
-      Dev::backward(act, gc, sc, dc, p, saved_is_output);
+      Dev::backward(act, gc, sc, dc, p, q, saved_is_output);
       dx.copy_(dc);
     }
     return dx;
@@ -163,10 +171,13 @@ struct Ops {
 // One function per (device, activation), bound to the schemas of ops.cpp.
 template <class Dev, Act A>
 struct Bound {
-  static at::Tensor forward(const at::Tensor& x, double p) { return Ops<Dev>::forward(A, x, p); }
-  static void forward_(const at::Tensor& x, double p) { Ops<Dev>::forward_(A, x, p); }
-  static at::Tensor backward(const at::Tensor& g, const at::Tensor& s, double p, bool out) {
-    return Ops<Dev>::backward(A, g, s, p, out);
+  static at::Tensor forward(const at::Tensor& x, double p, double q) {
+    return Ops<Dev>::forward(A, x, p, q);
+  }
+  static void forward_(const at::Tensor& x, double p, double q) { Ops<Dev>::forward_(A, x, p, q); }
+  static at::Tensor backward(const at::Tensor& g, const at::Tensor& s, double p, double q,
+                             bool out) {
+    return Ops<Dev>::backward(A, g, s, p, q, out);
   }
 };
 

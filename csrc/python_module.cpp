@@ -61,20 +61,21 @@ PyObject* not_implemented() {
   return Py_NotImplemented;
 }
 
-// NAME(x: Tensor, p: float) -> Tensor, and with kInplace NAME_(x, p) -> x (through the
-// dispatcher: version counter, autograd history, inference-tensor check).
+// NAME(x: Tensor, p: float, q: float) -> Tensor, and with kInplace NAME_(x, p, q) -> x
+// (through the dispatcher: version counter, autograd history, inference-tensor check).
 template <Act A, bool kInplace> struct Fast {
   static PyObject* call(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
     HANDLE_TH_ERRORS
-    if (nargs != 2 || !PyFloat_Check(args[1])) return not_implemented();
+    if (nargs != 3 || !PyFloat_Check(args[1]) || !PyFloat_Check(args[2]))
+      return not_implemented();
     const at::Tensor* x = fast_tensor(args[0]);
     if (x == nullptr) return not_implemented();
-    const double p = PyFloat_AS_DOUBLE(args[1]);
+    const double p = PyFloat_AS_DOUBLE(args[1]), q = PyFloat_AS_DOUBLE(args[2]);
     if constexpr (kInplace) {
       static const auto op = find_op<sig::Inplace>(std::string(act_name(A)) + "_");
       {
         pybind11::gil_scoped_release no_gil;
-        op.call(*x, p);
+        op.call(*x, p, q);
       }
       Py_INCREF(args[0]);
       return args[0];
@@ -83,7 +84,7 @@ template <Act A, bool kInplace> struct Fast {
       at::Tensor y;
       {
         pybind11::gil_scoped_release no_gil;
-        y = op.call(*x, p);
+        y = op.call(*x, p, q);
       }
       return THPVariable_Wrap(std::move(y));
     }

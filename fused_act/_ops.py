@@ -30,10 +30,10 @@ def built_with_cuda() -> bool:
 
 def _register_fakes():
     for name in ELEMENTWISE_OPS:
-        torch.library.register_fake(f"fused_act::{name}")(lambda x, p: torch.empty_like(x))
-        torch.library.register_fake(f"fused_act::{name}_")(lambda x, p: None)
+        torch.library.register_fake(f"fused_act::{name}")(lambda x, p, q: torch.empty_like(x))
+        torch.library.register_fake(f"fused_act::{name}_")(lambda x, p, q: None)
         torch.library.register_fake(f"fused_act::{name}_backward")(
-            lambda grad, saved, p, saved_is_output: torch.empty_like(grad))
+            lambda grad, saved, p, q, saved_is_output: torch.empty_like(grad))
     for name in WEIGHTED_OPS:
         torch.library.register_fake(f"fused_act::{name}")(_weighted_fake(name))
         torch.library.register_fake(f"fused_act::{name}_backward")(

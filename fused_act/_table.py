@@ -8,6 +8,10 @@ tests' and benchmark's parametrization (``table.py``).  The math of each operato
 its backward saves, lives once in ``csrc/activations.h``.  Adding an activation there and a
 row here is all it takes.
 
+Every operator of the table takes two scalar parameters (p, q) (its schema:
+``NAME(Tensor x, float p, float q)``); a row says what each one is: the name of one of
+torch's arguments, or a constant (the one-parameter activations leave q at 0.0).
+
 The operators with a learnable tensor (prelu, swish with a tensor beta) and the softmax are
 written by hand: their signatures are not this shape.
 """
@@ -40,6 +44,7 @@ class Row:
     torch_module: Optional[type]      # the torch.nn class the module subclasses and replaces
     params: Tuple[Tuple[str, object], ...] = ()  # (name, default) after `input`, as torch's
     p: Union[str, float] = 0.0        # the operator's parameter: a param's name or a constant
+    q: Union[str, float] = 0.0        # its second parameter (softplus, hardtanh): the same
     inplace: bool = False             # has an ``inplace`` flag
     inplace_alias: bool = False       # has a NAME_ function (as torch.nn.functional)
     promote_integers: bool = False    # integer inputs run in the default float dtype (torch's)
@@ -171,6 +176,22 @@ ROWS = (
     Row("relu_squared", "ReLUSquared", "relu_squared", _relu_squared, None,
         doc="relu(x) ** 2 (squared ReLU: Primer, Nemotron).",
         composite=lambda x: torch.where(x > 0, x * x, torch.zeros_like(x))),
+    Row("softplus", "Softplus", "softplus", F.softplus, nn.Softplus,
+        params=(("beta", 1.0), ("threshold", 20.0)), p="beta", q="threshold",
+        doc="x * beta > threshold ? x : log(1 + exp(x * beta)) / beta.",
+        settings=(Setting("default"),
+                  Setting("beta2_threshold5", lambda x: {"beta": 2.0, "threshold": 5.0}),
+                  Setting("beta0.5", lambda x: {"beta": 0.5})),
+        composite=lambda x: torch.log1p(torch.exp(x)),
+        module_kwargs={"beta": 2.0, "threshold": 5.0}),
+    Row("hardtanh", "Hardtanh", "hardtanh", F.hardtanh, nn.Hardtanh,
+        params=(("min_val", -1.0), ("max_val", 1.0)), p="min_val", q="max_val", inplace=True,
+        inplace_alias=True, doc="min(max(x, min_val), max_val).",
+        settings=(Setting("default"),
+                  Setting("min-2_max3", lambda x: {"min_val": -2.0, "max_val": 3.0}),
+                  Setting("min0.25_max0.5", lambda x: {"min_val": 0.25, "max_val": 0.5})),
+        composite=lambda x: torch.clamp(x, -1.0, 1.0),
+        module_kwargs={"min_val": -2.0, "max_val": 3.0}),
 )
 
 BY_NAME = {r.name: r for r in ROWS}

@@ -15,7 +15,9 @@ once on the batched tensor).
 
 Public classes and their ``apply`` signatures:
   one per elementwise operator (ReluFunction, ..., SwishFunction, GeluFunction,
-  GeluTanhFunction, MishFunction, ...):   apply(x, p, inplace=False, input_copy=None)
+  GeluTanhFunction, MishFunction, ...):   apply(x, p, q, inplace=False, input_copy=None)
+(p, q: the operator's two scalar parameters, as its schema has them; q is ignored by the
+operators with one, and 0.0 by convention there)
   PreluFunction, SwishWeightedFunction:   apply(x, weight)
   SoftmaxFunction, LogSoftmaxFunction:   apply(x, dim)
 For an in-place call whose backward reads the input, ``input_copy`` is the input's value
@@ -29,16 +31,16 @@ import torch.autograd.forward_ad as _fwAD
 
 from ._ops import ELEMENTWISE_OPS, WEIGHTED_OPS, ops
 
-_RULES: Dict[Tuple[str, float, bool], bool] = {}
+_RULES: Dict[Tuple[str, float, float, bool], bool] = {}
 
 
-def saves_output(op: str, p: float, inplace: bool = False) -> bool:
+def saves_output(op: str, p: float, q: float, inplace: bool = False) -> bool:
     """Whether elementwise operator `op`'s backward reads its output (else its input),
-    for parameter p: the C++ rule (csrc/autograd.cpp), cached."""
-    key = (op, p, inplace)
+    for parameters (p, q): the C++ rule (csrc/autograd.cpp), cached."""
+    key = (op, p, q, inplace)
     rule = _RULES.get(key)
     if rule is None:
-        rule = _RULES[key] = bool(ops.saves_output(op, float(p), inplace))
+        rule = _RULES[key] = bool(ops.saves_output(op, float(p), float(q), inplace))
     return rule
 
 
@@ -66,65 +68,66 @@ def _make_elementwise(op: str):
         the NAME_double_backward composite."""
 
         @staticmethod
-        def forward(grad, saved, p, from_output):
-            return backward_op(grad, saved, p, from_output)
+        def forward(grad, saved, p, q, from_output):
+            return backward_op(grad, saved, p, q, from_output)
 
         @staticmethod
         def setup_context(ctx, inputs, output):
-            grad, saved, p, from_output = inputs
+            grad, saved, p, q, from_output = inputs
             ctx.save_for_backward(grad, saved)
             ctx.save_for_forward(grad, saved)
-            ctx.p, ctx.from_output = p, from_output
+            ctx.p, ctx.q, ctx.from_output = p, q, from_output
 
         @staticmethod
         def backward(ctx, gg):
             grad, saved = ctx.saved_tensors
             d_grad = d_saved = None
             if ctx.needs_input_grad[0]:
-                d_grad = Backward.apply(gg, saved, ctx.p, ctx.from_output)
+                d_grad = Backward.apply(gg, saved, ctx.p, ctx.q, ctx.from_output)
             if ctx.needs_input_grad[1]:
-                d_saved = double_backward_op(gg, grad, saved, ctx.p, ctx.from_output)
-            return d_grad, d_saved, None, None
+                d_saved = double_backward_op(gg, grad, saved, ctx.p, ctx.q, ctx.from_output)
+            return d_grad, d_saved, None, None, None
 
         @staticmethod
         def jvp(ctx, grad_t, saved_t, *_):
             grad, saved = ctx.saved_tensors
             out = None
             if grad_t is not None:
-                out = Backward.apply(grad_t, saved, ctx.p, ctx.from_output)
+                out = Backward.apply(grad_t, saved, ctx.p, ctx.q, ctx.from_output)
             if saved_t is not None:
-                out = _add(out, double_backward_op(saved_t, grad, saved, ctx.p, ctx.from_output))
+                out = _add(out, double_backward_op(saved_t, grad, saved, ctx.p, ctx.q,
+                                                   ctx.from_output))
             return out
 
         @staticmethod
-        def vmap(info, in_dims, grad, saved, p, from_output):
+        def vmap(info, in_dims, grad, saved, p, q, from_output):
             gd, sd = in_dims[0], in_dims[1]
             if gd is not None and gd == sd and grad.shape == saved.shape:
-                return Backward.apply(grad, saved, p, from_output), gd
+                return Backward.apply(grad, saved, p, q, from_output), gd
             grad, saved = _front(grad, gd, info.batch_size), _front(saved, sd, info.batch_size)
-            return Backward.apply(grad, saved, p, from_output), 0
+            return Backward.apply(grad, saved, p, q, from_output), 0
 
     Backward.__name__ = Backward.__qualname__ = _camel(op) + "BackwardFunction"
 
     class Forward(torch.autograd.Function):
         @classmethod
-        def apply(cls, x, p, inplace=False, input_copy=None):
+        def apply(cls, x, p, q, inplace=False, input_copy=None):
             if (inplace and input_copy is None and torch.is_grad_enabled() and x.requires_grad
-                    and not saves_output(op, p, True)):
+                    and not saves_output(op, p, q, True)):
                 input_copy = x.clone()
-            return super().apply(x, p, inplace, input_copy)
+            return super().apply(x, p, q, inplace, input_copy)
 
         @staticmethod
-        def forward(x, p, inplace=False, input_copy=None):
+        def forward(x, p, q, inplace=False, input_copy=None):
             if inplace:
-                inplace_op(x, p)
+                inplace_op(x, p, q)
                 return x
-            return forward_op(x, p)
+            return forward_op(x, p, q)
 
         @staticmethod
         def setup_context(ctx, inputs, output):
-            x, p, inplace, input_copy = inputs
-            from_output = saves_output(op, p, inplace)
+            x, p, q, inplace, input_copy = inputs
+            from_output = saves_output(op, p, q, inplace)
             if inplace:
                 ctx.mark_dirty(x)
                 saved = output if from_output else input_copy
@@ -132,28 +135,29 @@ def _make_elementwise(op: str):
                 saved = output if from_output else x
             ctx.save_for_backward(saved)
             ctx.save_for_forward(saved)
-            ctx.p, ctx.from_output, ctx.inplace = p, from_output, inplace
+            ctx.p, ctx.q, ctx.from_output, ctx.inplace = p, q, from_output, inplace
 
         @staticmethod
         def backward(ctx, grad):
             (saved,) = ctx.saved_tensors
-            return Backward.apply(grad, saved, ctx.p, ctx.from_output), None, None, None
+            return (Backward.apply(grad, saved, ctx.p, ctx.q, ctx.from_output),
+                    None, None, None, None)
 
         @staticmethod
         def jvp(ctx, x_t, *_):
             (saved,) = ctx.saved_tensors
-            y_t = Backward.apply(x_t, saved, ctx.p, ctx.from_output)
+            y_t = Backward.apply(x_t, saved, ctx.p, ctx.q, ctx.from_output)
             if ctx.inplace:  # an in-place call updates the tangent in place too
                 return x_t.copy_(y_t)
             return y_t
 
         @staticmethod
-        def vmap(info, in_dims, x, p, inplace=False, input_copy=None):
+        def vmap(info, in_dims, x, p, q, inplace=False, input_copy=None):
             # Elementwise: the batched tensor is the same computation, once.
             if inplace:
-                inplace_op(x, p)
+                inplace_op(x, p, q)
                 return x, in_dims[0]
-            return Forward.apply(x, p), in_dims[0]
+            return Forward.apply(x, p, q), in_dims[0]
 
     Forward.__name__ = Forward.__qualname__ = _camel(op) + "Function"
     return Forward

@@ -223,9 +223,10 @@ def _unconvert_lookup(module):
 def convert(model: nn.Module, *, report: bool = False):
     """Replaces every module whose class is exactly one of torch.nn's activations that
     fused_act has (ReLU, ReLU6, LeakyReLU, PReLU, ELU, Sigmoid, Tanh, SiLU, GELU, Mish,
-    Hardswish, Hardsigmoid, SELU, CELU, Softmax, LogSoftmax, and the classes given to
-    register_converter) with its fused_act equivalent, keeping its settings, its
-    training mode, its hooks and (PReLU) its very weight Parameter.
+    Hardswish, Hardsigmoid, SELU, CELU, Softplus, Hardtanh, Softmax, LogSoftmax, and the
+    classes given to register_converter) with its fused_act equivalent, keeping its
+    settings, its training mode, its hooks and (PReLU) its very weight Parameter.  Classes
+    are matched exactly: nn.ReLU6, a subclass of nn.Hardtanh, becomes the fused ReLU6.
 
     Third-party activation classes that compute the same function are converted too, when
     their package is already imported (fused_act never imports it): transformers'
@@ -247,7 +248,7 @@ def convert(model: nn.Module, *, report: bool = False):
 
     Left alone: subclasses of the classes above (their forward may differ; teach
     convert() with register_converter), torch.nn activations without a fused version
-    (nn.Softplus, nn.Hardtanh, ...), and modules kept outside ``nn.Module``'s registry (plain
+    (nn.Softsign, nn.LogSigmoid, ...), and modules kept outside ``nn.Module``'s registry (plain
     lists or dicts of modules).
 
     With ``report=True`` returns ``(model, report)``: a ConversionReport whose ``replaced``

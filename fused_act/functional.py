@@ -81,19 +81,19 @@ def _check(name, x, torch_fallback=None, promote_integers=False):
                     "float32, float64, float16, bfloat16")
 
 
-def _elementwise(op, x, p, inplace):
+def _elementwise(op, x, p, q, inplace):
     """Runs elementwise operator `op` on a checked tensor.  Ordinary tensors: the
     operator, whose C++ autograd covers reverse and forward mode and, in place, the
     dispatcher's version counter and view handling.  Tensors wrapped by a torch.func
     transform (and dual tensors that record a graph): the autograd.Function (an
     in-place call writes its result back)."""
     if _ag.needs_function(x):
-        y = _ag.FUNCTIONS[op].apply(x, p)
+        y = _ag.FUNCTIONS[op].apply(x, p, q)
         return x.copy_(y) if inplace else y
     if inplace:
-        _IN_PLACE[op](x, p)
+        _IN_PLACE[op](x, p, q)
         return x
-    return _OUT_OF_PLACE[op](x, p)
+    return _OUT_OF_PLACE[op](x, p, q)
 
 
 def _autocast_dtype(x):
@@ -155,10 +155,12 @@ def _function_source(row):
     params = "".join(f", {n}={d!r}" for n, d in row.params)
     if row.inplace:
         params += ", inplace=False"
-    if isinstance(row.p, str):
-        p_fast, p_check = row.p, f"    p = _number({row.name!r}, {row.p!r}, {row.p})\n"
-    else:
-        p_fast, p_check = repr(float(row.p)), f"    p = {float(row.p)!r}\n"
+    def scalar(var, source):  # the expression the fast path passes, and the checked value
+        if isinstance(source, str):
+            return source, f"    {var} = _number({row.name!r}, {source!r}, {source})\n"
+        return repr(float(source)), f"    {var} = {float(source)!r}\n"
+    p_fast, p_check = scalar("p", row.p)
+    q_fast, q_check = scalar("q", row.q)
     if isinstance(row.op, tuple):
         param, choices = row.op
         fast = " else ".join(f"(_C.{op} if {param} == {value!r}" for value, op in choices.items())
@@ -172,13 +174,13 @@ def _function_source(row):
         torch_args += ", inplace=inplace"
     src = (f"def {row.name}(input{params}):\n"
            f"    if not _compiling():\n"
-           f"        y = {fast}(input, {p_fast})\n"
+           f"        y = {fast}(input, {p_fast}, {q_fast})\n"
            f"        if y is not NotImplemented:\n"
            f"            return y\n"
-           f"{p_check}{op_line}"
+           f"{p_check}{q_check}{op_line}"
            f"    x, other = _check({row.name!r}, input, lambda: _torch_{row.name}(input{torch_args}),"
            f" promote_integers={row.promote_integers})\n"
-           f"    return other if x is None else _elementwise(op, x, p, "
+           f"    return other if x is None else _elementwise(op, x, p, q, "
            f"{'inplace' if row.inplace else 'False'})\n")
     if row.inplace_alias:
         names = ", ".join(n for n, _ in row.params)
@@ -228,7 +230,7 @@ def swish(input: torch.Tensor, beta: Union[float, torch.Tensor] = 1.0) -> torch.
         return other
     if tensor_beta:
         return _weighted("swish_weighted", "swish", x, b)
-    return _elementwise("swish", x, b, False)
+    return _elementwise("swish", x, b, 0.0, False)
 
 
 _INT_DIM_ERROR = "fused_act.{}(): argument 'dim' must be int, not {}"

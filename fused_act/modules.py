@@ -20,11 +20,11 @@ _ops = torch.ops.fused_act
 # ---- the elementwise activations, generated from their rows (fused_act/_table.py) ----
 
 def _script_call(row, op, inplace):
-    p = f"float(self.{row.p})" if isinstance(row.p, str) else repr(float(row.p))
+    p, q = (f"float(self.{v})" if isinstance(v, str) else repr(float(v)) for v in (row.p, row.q))
     if not inplace:
-        return [f"return _ops.{op}(input, {p})"]
-    return [f"if self.inplace:", f"    _ops.{op}_(input, {p})", f"    return input",
-            f"return _ops.{op}(input, {p})"]
+        return [f"return _ops.{op}(input, {p}, {q})"]
+    return [f"if self.inplace:", f"    _ops.{op}_(input, {p}, {q})", f"    return input",
+            f"return _ops.{op}(input, {p}, {q})"]
 
 
 def _module_source(row):
@@ -90,7 +90,7 @@ class Swish(nn.Module):
             beta = self.beta
             if isinstance(beta, torch.Tensor):
                 return _ops.swish_weighted(input, beta)
-            return _ops.swish(input, beta)
+            return _ops.swish(input, beta, 0.0)
         return FA.swish(input, self.beta)
 
     def extra_repr(self):

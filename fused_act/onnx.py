@@ -22,6 +22,9 @@ What each operator becomes (ONNX opset 18 operators, standard domain):
     hardsigmoid          HardSigmoid(alpha=1/6, beta=1/2)
     selu, celu(alpha)    Selu (torch's alpha and scale), Celu(alpha=alpha)
     relu_squared         Relu(x) * Relu(x)
+    softplus(beta, threshold)
+                         Where(x*beta > threshold, x, Softplus(x*beta) / beta)
+    hardtanh(min, max)   Clip(x, min, max)
     softmax(dim, log)    Softmax(axis=dim) or LogSoftmax(axis=dim)
 
 In-place calls (``inplace=True`` modules, ``relu_``, ...): a functionalized graph would carry
@@ -85,57 +88,67 @@ def _translations(op) -> Dict[str, Callable]:
             scaled = op.Mul(beta, x)
         return op.Mul(x, op.Sigmoid(scaled))
 
-    def relu(x, p: float):
+    def relu(x, p: float, q: float):
         return op.Relu(x)
 
-    def relu6(x, p: float):
+    def relu6(x, p: float, q: float):
         return op.Clip(x, constant_like(0.0, x), constant_like(6.0, x))
 
-    def leaky_relu(x, p: float):
+    def leaky_relu(x, p: float, q: float):
         return op.LeakyRelu(x, alpha=float(p))
 
-    def elu(x, p: float):
+    def elu(x, p: float, q: float):
         return op.Elu(x, alpha=float(p))
 
-    def sigmoid(x, p: float):
+    def sigmoid(x, p: float, q: float):
         return op.Sigmoid(x)
 
-    def tanh(x, p: float):
+    def tanh(x, p: float, q: float):
         return op.Tanh(x)
 
-    def swish_float(x, p: float):
+    def swish_float(x, p: float, q: float):
         return swish(x, float(p))
 
-    def gelu(x, p: float):  # Gelu is an operator from opset 20 on: its formula here
+    def gelu(x, p: float, q: float):  # Gelu is an operator from opset 20 on: its formula here
         half_x = op.Mul(constant_like(0.5, x), x)
         erf = op.Erf(op.Mul(x, constant_like(0.7071067811865476, x)))
         return op.Mul(half_x, op.Add(constant_like(1.0, x), erf))
 
-    def gelu_tanh(x, p: float):
+    def gelu_tanh(x, p: float, q: float):
         cube = op.Mul(op.Mul(x, x), x)
         inner = op.Mul(constant_like(0.7978845608028654, x),
                        op.Add(x, op.Mul(constant_like(0.044715, x), cube)))
         half_x = op.Mul(constant_like(0.5, x), x)
         return op.Mul(half_x, op.Add(constant_like(1.0, x), op.Tanh(inner)))
 
-    def mish(x, p: float):
+    def mish(x, p: float, q: float):
         return op.Mish(x)
 
-    def hardswish(x, p: float):
+    def hardswish(x, p: float, q: float):
         return op.HardSwish(x)
 
-    def hardsigmoid(x, p: float):
+    def hardsigmoid(x, p: float, q: float):
         return op.HardSigmoid(x, alpha=1.0 / 6.0, beta=0.5)
 
-    def selu(x, p: float):  # torch's alpha and scale (ONNX's defaults, rounded to float)
+    def selu(x, p: float, q: float):  # torch's alpha and scale (ONNX's defaults, rounded to float)
         return op.Selu(x, alpha=1.6732632423543772, gamma=1.0507009873554805)
 
-    def celu(x, p: float):
+    def celu(x, p: float, q: float):
         return op.Celu(x, alpha=float(p))
 
-    def relu_squared(x, p: float):
+    def relu_squared(x, p: float, q: float):
         r = op.Relu(x)
         return op.Mul(r, r)
+
+    def softplus(x, p: float, q: float):
+        z = x if float(p) == 1.0 else op.Mul(x, constant_like(p, x))
+        soft = op.Softplus(z)
+        if float(p) != 1.0:
+            soft = op.Div(soft, constant_like(p, x))
+        return op.Where(op.Greater(z, constant_like(q, x)), x, soft)
+
+    def hardtanh(x, p: float, q: float):
+        return op.Clip(x, constant_like(p, x), constant_like(q, x))
 
     def prelu(x, weight):
         return op.PRelu(x, channel_weight(x, weight, "prelu"))
@@ -155,6 +168,7 @@ def _translations(op) -> Dict[str, Callable]:
         "sigmoid": sigmoid, "tanh": tanh, "swish": swish_float, "gelu": gelu,
         "gelu_tanh": gelu_tanh, "mish": mish, "hardswish": hardswish,
         "hardsigmoid": hardsigmoid, "selu": selu, "celu": celu, "relu_squared": relu_squared,
+        "softplus": softplus, "hardtanh": hardtanh,
         "prelu": prelu, "swish_weighted": swish_weighted, "softmax": softmax,
     }
 
@@ -246,21 +260,29 @@ def _legacy_symbolics():
     def swish(g, x, beta):
         return g.op("Mul", x, g.op("Sigmoid", g.op("Mul", beta, x)))
 
-    def gelu(g, x, p):
+    def gelu(g, x, p, q):
         erf = g.op("Erf", g.op("Mul", x, const(g, 0.7071067811865476, x)))
         return g.op("Mul", g.op("Mul", const(g, 0.5, x), x),
                     g.op("Add", const(g, 1.0, x), erf))
 
-    def gelu_tanh(g, x, p):
+    def gelu_tanh(g, x, p, q):
         cube = g.op("Mul", g.op("Mul", x, x), x)
         inner = g.op("Mul", const(g, 0.7978845608028654, x),
                      g.op("Add", x, g.op("Mul", const(g, 0.044715, x), cube)))
         return g.op("Mul", g.op("Mul", const(g, 0.5, x), x),
                     g.op("Add", const(g, 1.0, x), g.op("Tanh", inner)))
 
-    def relu_squared(g, x, p):
+    def relu_squared(g, x, p, q):
         r = g.op("Relu", x)
         return g.op("Mul", r, r)
+
+    def softplus(g, x, p, q):
+        beta, threshold = scalar(p), sh._get_const(q, "f", "q")
+        z = x if beta == 1.0 else g.op("Mul", x, const(g, beta, x))
+        soft = g.op("Softplus", z)
+        if beta != 1.0:
+            soft = g.op("Div", soft, const(g, beta, x))
+        return g.op("Where", g.op("Greater", z, const(g, threshold, x)), x, soft)
 
     def softmax(g, x, dim, log):
         dim, log = sh._get_const(dim, "i", "dim"), sh._get_const(log, "b", "log")
@@ -272,23 +294,26 @@ def _legacy_symbolics():
         return g.op("LogSoftmax" if log else "Softmax", x, axis_i=dim)
 
     return {
-        "relu": lambda g, x, p: g.op("Relu", x),
-        "relu6": lambda g, x, p: g.op("Clip", x, const(g, 0.0, x), const(g, 6.0, x)),
-        "leaky_relu": lambda g, x, p: g.op("LeakyRelu", x, alpha_f=scalar(p)),
-        "elu": lambda g, x, p: g.op("Elu", x, alpha_f=scalar(p)),
-        "sigmoid": lambda g, x, p: g.op("Sigmoid", x),
-        "tanh": lambda g, x, p: g.op("Tanh", x),
-        "swish": lambda g, x, p: swish(g, x, const(g, scalar(p), x)),
+        "relu": lambda g, x, p, q: g.op("Relu", x),
+        "relu6": lambda g, x, p, q: g.op("Clip", x, const(g, 0.0, x), const(g, 6.0, x)),
+        "leaky_relu": lambda g, x, p, q: g.op("LeakyRelu", x, alpha_f=scalar(p)),
+        "elu": lambda g, x, p, q: g.op("Elu", x, alpha_f=scalar(p)),
+        "sigmoid": lambda g, x, p, q: g.op("Sigmoid", x),
+        "tanh": lambda g, x, p, q: g.op("Tanh", x),
+        "swish": lambda g, x, p, q: swish(g, x, const(g, scalar(p), x)),
         "gelu": gelu,
         "gelu_tanh": gelu_tanh,
         # Mish is an operator from opset 18 on.
-        "mish": lambda g, x, p: g.op("Mul", x, g.op("Tanh", g.op("Softplus", x))),
-        "hardswish": lambda g, x, p: g.op("HardSwish", x),
-        "hardsigmoid": lambda g, x, p: g.op("HardSigmoid", x, alpha_f=1.0 / 6.0, beta_f=0.5),
-        "selu": lambda g, x, p: g.op("Selu", x, alpha_f=1.6732632423543772,
+        "mish": lambda g, x, p, q: g.op("Mul", x, g.op("Tanh", g.op("Softplus", x))),
+        "hardswish": lambda g, x, p, q: g.op("HardSwish", x),
+        "hardsigmoid": lambda g, x, p, q: g.op("HardSigmoid", x, alpha_f=1.0 / 6.0, beta_f=0.5),
+        "selu": lambda g, x, p, q: g.op("Selu", x, alpha_f=1.6732632423543772,
                                      gamma_f=1.0507009873554805),
-        "celu": lambda g, x, p: g.op("Celu", x, alpha_f=scalar(p)),
+        "celu": lambda g, x, p, q: g.op("Celu", x, alpha_f=scalar(p)),
         "relu_squared": relu_squared,
+        "softplus": softplus,
+        "hardtanh": lambda g, x, p, q: g.op("Clip", x, const(g, scalar(p), x),
+                                            const(g, sh._get_const(q, "f", "q"), x)),
         "prelu": lambda g, x, w: g.op("PRelu", x, channel_weight(g, x, w, "prelu")),
         "swish_weighted": lambda g, x, w: swish(g, x, channel_weight(g, x, w, "swish_weighted")),
         "softmax": softmax,

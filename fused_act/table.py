@@ -54,7 +54,7 @@ def _channels(x):
 
 def _saves(op):
     """What the backward keeps at the operator's default parameter: the C++ rule."""
-    return "output" if ops.saves_output(op, 0.0, False) else "input"
+    return "output" if ops.saves_output(op, 0.0, 0.0, False) else "input"
 
 
 def _from_row(row):

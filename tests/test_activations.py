@@ -124,11 +124,12 @@ EXTREMES = [float("inf"), float("-inf"), float("nan"), 1e4, -1e4, 3e38, -3e38, 1
 
 
 # torch's gradient at a NaN input for these depends on the dtype and on whether the NaN
-# falls in its vectorized loop or its scalar tail (e.g. ELU: NaN in float64, the incoming
+# falls in its vectorized loop or its scalar tail (hardtanh / relu6: 0 or the incoming
+# gradient in float16; e.g. ELU: NaN in float64, the incoming
 # gradient in float16, either in float32; SELU and CELU are torch's ELU kernel too).
 # fused_act gives one answer everywhere.
 NAN_GRADIENT_VARIES_IN_TORCH = {"relu6": 0.0, "elu": "nan", "selu": "nan", "celu": "nan",
-                                "hardswish": "nan"}
+                                "hardswish": "nan", "hardtanh": 0.0}
 
 
 @pytest.mark.parametrize("device", DEVICES)
@@ -330,10 +331,11 @@ def test_backward_saves_the_least_and_keeps_grad_intact(act, setting):
 def test_saved_tensor_follows_the_saving_rule(op, inplace):
     """What a call saves is what fused_act.autograd.saves_output (the C++ rule, which the
     torch.func path asks too) says, out of place and in place."""
-    for p in (-0.5, 0.0, 0.01, 1.0, 2.0):
+    # (p, q): q >= p, valid bounds for hardtanh (min_val, max_val)
+    for p, q in ((-0.5, 0.5), (0.0, 0.0), (0.01, 3.0), (1.0, 20.0), (2.0, 5.0)):
         if op == "celu" and p == 0.0:  # not a valid alpha: torch's error
             with pytest.raises(RuntimeError, match="alpha cannot be 0"):
-                getattr(torch.ops.fused_act, op + ("_" if inplace else ""))(torch.randn(3), p)
+                getattr(torch.ops.fused_act, op + ("_" if inplace else ""))(torch.randn(3), p, q)
             continue
         leaf = torch.randn(16, requires_grad=True)
         x = leaf * 1.0
@@ -342,15 +344,16 @@ def test_saved_tensor_follows_the_saving_rule(op, inplace):
         with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t,
                                                       lambda t: t):
             if inplace:
-                getattr(torch.ops.fused_act, op + "_")(x, p)
+                getattr(torch.ops.fused_act, op + "_")(x, p, q)
                 y = x
             else:
-                y = getattr(torch.ops.fused_act, op)(x, p)
+                y = getattr(torch.ops.fused_act, op)(x, p, q)
         assert len(saved) == 1
         saves_output = torch.equal(saved[0], y.detach()) and saved[0].data_ptr() == y.data_ptr()
         if not saves_output:
             assert torch.equal(saved[0].detach(), x_before), (op, p, inplace)
-        assert saves_output == fused_act.autograd.saves_output(op, p, inplace), (op, p, inplace)
+        assert saves_output == fused_act.autograd.saves_output(op, p, q, inplace), (op, p, q,
+                                                                                    inplace)
 
 
 @pytest.mark.parametrize("act", ACTIVATIONS, ids=lambda a: a.name)
@@ -387,6 +390,44 @@ def test_swish_module():
     (x * torch.sigmoid(b * x)).sum().backward()
     close(m.beta.grad, b.grad)
     close(fused_act.Swish()(x), torch.nn.SiLU()(x))
+
+
+@pytest.mark.parametrize("dtype", DTYPES, ids=str)
+def test_hardtanh_bounds_like_torch(dtype):
+    """min_val == max_val is a valid call of the function (every output is that value, every
+    gradient 0, as torch's); min_val > max_val raises torch's ValueError from the function
+    and the operator, and nn.Hardtanh's own check applies to the module."""
+    FA = fused_act.functional
+    x = torch.tensor([-2.0, 0.25, 0.5, 0.75, 3.0, float("nan")], dtype=dtype)
+    for fn in (FA.hardtanh, lambda t, lo, hi: FA.hardtanh(t.clone(), lo, hi, inplace=True)):
+        xa, xb = x.clone().requires_grad_(), x.clone().requires_grad_()
+        y = fn(xa * 1, 0.5, 0.5)
+        y_ref = torch.nn.functional.hardtanh(xb * 1, 0.5, 0.5)
+        assert torch.equal(y.isnan(), y_ref.isnan())
+        assert torch.equal(y[~y.isnan()], y_ref[~y_ref.isnan()])
+        y.sum().backward()
+        y_ref.sum().backward()
+        assert torch.equal(xa.grad, torch.zeros_like(x)) and torch.equal(xb.grad[:-1], xa.grad[:-1])
+    with pytest.raises(ValueError, match="min_val cannot be greater than max_val"):
+        FA.hardtanh(x, 1.0, -1.0)
+    with pytest.raises(ValueError, match="min_val cannot be greater than max_val"):
+        FA.hardtanh_(x.clone(), 1.0, -1.0)
+    with pytest.raises(AssertionError, match="must be greater than min_val"):
+        fused_act.Hardtanh(1.0, 1.0)
+
+
+def test_softplus_large_threshold_does_not_overflow():
+    """Where torch's float32 log1p(exp(z)) overflows (a threshold above 88), fused_act
+    stays finite and accurate: the float64 result, rounded."""
+    x = torch.tensor([-100.0, -90.0, 0.0, 50.0, 89.0, 95.0, 150.0], requires_grad=True)
+    y = fused_act.functional.softplus(x, threshold=200.0)
+    (dx,) = torch.autograd.grad(y.sum(), x)
+    x64 = x.detach().double().requires_grad_()
+    y64 = torch.nn.functional.softplus(x64, threshold=200.0)
+    (dx64,) = torch.autograd.grad(y64.sum(), x64)
+    close(y, y64.float(), dtype=torch.float32)
+    close(dx, dx64.float(), dtype=torch.float32)
+    assert torch.isfinite(y).all() and torch.isfinite(dx).all()
 
 
 @pytest.mark.parametrize("device", DEVICES)

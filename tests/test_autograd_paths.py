@@ -433,9 +433,11 @@ def _function_and_reference(name, cls):
             variants = [(row.settings[-1].kwargs(torch.zeros(1)), row.op)]
         for kwargs, op in variants:
             if cls is fused_act.autograd.FUNCTIONS[op] and row.name != "silu":
-                p = kwargs[row.p] if isinstance(row.p, str) else row.p
+                p, q = (kwargs.get(v, dict(row.params).get(v)) if isinstance(v, str) else v
+                        for v in (row.p, row.q))
                 exact = row.exact or row.torch_function
-                return ((lambda u: cls.apply(u, p)), (lambda u: row.torch_function(u, **kwargs)),
+                return ((lambda u: cls.apply(u, p, q)),
+                        (lambda u: row.torch_function(u, **kwargs)),
                         (lambda u: exact(u, **kwargs)))
     raise AssertionError(f"no table row calls {name}")
 
@@ -458,7 +460,7 @@ def test_public_function_classes_under_transforms(name):
             lambda u: torch.softmax(u, 1))
         exact = theirs
     elif name == "SwishFunction":
-        fn, theirs = (lambda u: cls.apply(u, 1.3)), (lambda u: u * torch.sigmoid(1.3 * u))
+        fn, theirs = (lambda u: cls.apply(u, 1.3, 0.0)), (lambda u: u * torch.sigmoid(1.3 * u))
         exact = theirs
     else:
         fn, theirs, exact = _function_and_reference(name, cls)

@@ -38,7 +38,7 @@ class Net(nn.Module):
         self.seq = nn.Sequential(nn.Linear(WIDTH, WIDTH), act, nn.Linear(WIDTH, WIDTH), act)
         self.act = act
         self.block = nn.ModuleDict({"inner": nn.Sequential(nn.Linear(WIDTH, WIDTH), act)})
-        self.other = nn.Softplus()  # no fused version: kept, and reported
+        self.other = nn.Softsign()  # no fused version: kept, and reported
 
     def forward(self, x):
         h = self.seq(x)
@@ -80,7 +80,7 @@ def test_convert_every_place_keeps_sharing_and_round_trips(act, kwargs):
                                 f"fused_act.{type(new).__name__}"): 1}
     (entry,) = report.replaced
     assert sorted(entry.paths) == ["act", "block.inner.1", "seq.1", "seq.3"]
-    assert [(k.cls, k.paths) for k in report.kept] == [(nn.Softplus, ["other"])]
+    assert [(k.cls, k.paths) for k in report.kept] == [(nn.Softsign, ["other"])]
     x = torch.randn(5, WIDTH)
     with torch.no_grad():
         close(model(x), reference(x))
@@ -131,19 +131,42 @@ def test_report_lists_modules_left_alone_and_why():
         def forward(self, x):
             return super().forward(x) * 2
 
-    model = nn.Sequential(MyReLU(), nn.Softplus(), nn.Hardtanh(), nn.Linear(2, 2),
+    model = nn.Sequential(MyReLU(), nn.Softsign(), nn.LogSigmoid(), nn.Linear(2, 2),
                           fused_act.Tanh(), nn.Sigmoid())
     _, report = fused_act.convert(model, report=True)
-    assert type(model[0]) is MyReLU and type(model[1]) is nn.Softplus
+    assert type(model[0]) is MyReLU and type(model[1]) is nn.Softsign
     assert isinstance(model[5], fused_act.Sigmoid) and type(model[4]) is fused_act.Tanh
     kept = {k.cls: (k.reason, k.paths) for k in report.kept}
-    assert set(kept) == {MyReLU, nn.Softplus, nn.Hardtanh}
+    assert set(kept) == {MyReLU, nn.Softsign, nn.LogSigmoid}
     assert "subclass of nn.ReLU" in kept[MyReLU][0] and kept[MyReLU][1] == ["0"]
-    assert "no fused version" in kept[nn.Softplus][0]
+    assert "no fused version" in kept[nn.Softsign][0]
     assert report.counts() == {("nn.Sigmoid", "fused_act.Sigmoid"): 1}
     text = str(report)
     assert "replaced nn.Sigmoid -> fused_act.Sigmoid: 1 module(s) at 1 place(s)" in text
-    assert "kept nn.Softplus at 1" in text and "MyReLU" in text
+    assert "kept nn.Softsign at 1" in text and "MyReLU" in text
+
+
+def test_relu6_is_not_taken_for_hardtanh():
+    """nn.ReLU6 subclasses nn.Hardtanh (min_val 0, max_val 6): convert() gives the fused
+    ReLU6, unconvert() nn.ReLU6, each by its exact class; a user's subclass of nn.Hardtanh
+    is left alone."""
+    class MyHardtanh(nn.Hardtanh):
+        pass
+
+    model = nn.Sequential(nn.ReLU6(inplace=True), nn.Hardtanh(-2.0, 3.0), MyHardtanh())
+    _, report = fused_act.convert(model, report=True)
+    assert type(model[0]) is fused_act.ReLU6 and model[0].inplace
+    assert type(model[1]) is fused_act.Hardtanh
+    assert (model[1].min_val, model[1].max_val, model[1].inplace) == (-2.0, 3.0, False)
+    assert type(model[2]) is MyHardtanh
+    assert report.counts() == {("nn.ReLU6", "fused_act.ReLU6"): 1,
+                               ("nn.Hardtanh", "fused_act.Hardtanh"): 1}
+    x = torch.linspace(-8, 8, 101)
+    close(model[0](x.clone()), nn.functional.relu6(x))
+    close(model[1](x), torch.clamp(x, -2.0, 3.0))
+    fused_act.unconvert(model)
+    assert type(model[0]) is nn.ReLU6 and model[0].inplace
+    assert type(model[1]) is nn.Hardtanh and model[1].extra_repr() == "min_val=-2.0, max_val=3.0"
 
 
 def test_unconvert_swish():

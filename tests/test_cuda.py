@@ -236,8 +236,9 @@ def test_weighted_channel_index_and_weight_gradient(name, shape, layout, dtype):
 
 # Backward ops with their own first argument (the incoming gradient) and saved tensor, and
 # the parameter the activation's rule passes; saves: what the tensor `saved` holds.
-_BACKWARD_OPS = [("relu", 0.0), ("relu6", 0.0), ("leaky_relu", 0.2), ("elu", 1.0),
-                 ("sigmoid", 0.0), ("tanh", 0.0), ("swish", 1.0)]
+_BACKWARD_OPS = [("relu", (0.0, 0.0)), ("relu6", (0.0, 0.0)), ("leaky_relu", (0.2, 0.0)),
+                 ("elu", (1.0, 0.0)), ("sigmoid", (0.0, 0.0)), ("tanh", (0.0, 0.0)),
+                 ("swish", (1.0, 0.0)), ("softplus", (2.0, 5.0)), ("hardtanh", (-0.5, 0.75))]
 
 
 def _same_values(actual, expected, msg):
@@ -266,9 +267,9 @@ def test_backward_streams_out_of_phase(name, p, dtype):
         g = _rand((n,), dtype, scale=1.0, seed=n)
         x = _rand((n,), dtype, seed=n + 1)
         saved = torch.sigmoid(x) if saves_output else x
-        expected = op(g, saved, p, saves_output)
+        expected = op(g, saved, *p, saves_output)
         for kg, ks in sorted(phases):
-            dx = op(_offset(g, kg), _offset(saved, ks), p, saves_output)
+            dx = op(_offset(g, kg), _offset(saved, ks), *p, saves_output)
             assert dx.data_ptr() % 16 == 0
             _same_values(dx, expected, f"{name} n={n} grad offset {kg} saved offset {ks}")
 
@@ -349,7 +350,7 @@ def test_float16_past_2_31_elements():
     for sl in (slice(0, 1 << 16), slice(2 ** 31 - 100, 2 ** 31 + 1000), slice(n - (1 << 16), n)):
         within_rounding(y[sl], torch.sigmoid(x[sl].double()), msg=f"sigmoid {sl}")
     g = torch.ones_like(x)
-    dx = torch.ops.fused_act.sigmoid_backward(g, y, 0.0, True)
+    dx = torch.ops.fused_act.sigmoid_backward(g, y, 0.0, 0.0, True)
     sl = slice(n - (1 << 16), n)
     y64 = y[sl].double()
     within_rounding(dx[sl], y64 * (1 - y64), scale=1 + y64.abs(), msg="sigmoid backward")

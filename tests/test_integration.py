@@ -72,16 +72,21 @@ def test_cpu_capability_switch_rejects_unknown():
 
 # ---- opcheck --------------------------------------------------------------------------
 
+# Non-default scalar parameters (p, q) of the operators that have them.
+_PARAMS = {"leaky_relu": (0.5, 0.0), "elu": (0.5, 0.0), "swish": (0.5, 0.0), "celu": (0.5, 0.0),
+           "softplus": (2.0, 5.0), "hardtanh": (-0.5, 0.75)}
+
+
 def _op_samples(device):
     x = torch.randn(5, 4, 3, device=device)
     g = torch.randn(5, 4, 3, device=device)
     w = torch.rand(4, device=device)
     for op in ELEMENTWISE_OPS:
-        p = 0.5 if op in ("leaky_relu", "elu", "swish", "celu") else 0.0
-        yield op, (x, p)
-        yield op + "_", (x.clone(), p)
-        yield op + "_backward", (g, torch.sigmoid(x), p, True)
-        yield op + "_backward", (g, x, p, False)
+        p, q = _PARAMS.get(op, (0.0, 0.0))
+        yield op, (x, p, q)
+        yield op + "_", (x.clone(), p, q)
+        yield op + "_backward", (g, torch.sigmoid(x), p, q, True)
+        yield op + "_backward", (g, x, p, q, False)
     for op in WEIGHTED_OPS:
         yield op, (x, w)
         yield op + "_backward", (g, x, w, True)
@@ -198,11 +203,18 @@ def test_non_float_dtypes_get_torch_result_or_clear_error(act, dtype):
 
 def test_raw_operator_errors_name_the_operator():
     with pytest.raises(TypeError, match=r"fused_act::relu: input has dtype Long"):
-        torch.ops.fused_act.relu(torch.tensor([1, 2]), 0.0)
+        torch.ops.fused_act.relu(torch.tensor([1, 2]), 0.0, 0.0)
     with pytest.raises(RuntimeError, match=r"fused_act::sigmoid: grad has shape"):
-        torch.ops.fused_act.sigmoid_backward(torch.ones(3), torch.ones(4), 0.0, True)
+        torch.ops.fused_act.sigmoid_backward(torch.ones(3), torch.ones(4), 0.0, 0.0, True)
     with pytest.raises(TypeError, match=r"fused_act::tanh: saved tensor has dtype"):
-        torch.ops.fused_act.tanh_backward(torch.ones(3), torch.ones(3, dtype=torch.float64), 0.0, True)
+        torch.ops.fused_act.tanh_backward(torch.ones(3), torch.ones(3, dtype=torch.float64), 0.0,
+                                          0.0, True)
+    # hardtanh's bounds: torch's ValueError and message, from the operator too
+    with pytest.raises(ValueError, match=r"fused_act::hardtanh: min_val cannot be greater than "
+                                         r"max_val"):
+        torch.ops.fused_act.hardtanh(torch.ones(3), 1.0, -1.0)
+    with pytest.raises(ValueError, match=r"fused_act::hardtanh: min_val cannot be greater"):
+        torch.ops.fused_act.hardtanh_(torch.ones(3), 1.0, -1.0)
 
 
 def test_prelu_weight_errors():
@@ -240,11 +252,11 @@ def test_autograd_kernel_registered(name):
 @pytest.mark.parametrize("op", ELEMENTWISE_OPS)
 def test_fast_entry_point_is_the_operator(op):
     from fused_act import _C
-    p = 0.5 if op in ("leaky_relu", "elu", "swish", "celu") else 0.0
+    p, q = _PARAMS.get(op, (0.0, 0.0))
     x = torch.randn(3, 37, dtype=torch.float64, requires_grad=True)
     g = torch.randn(3, 37, dtype=torch.float64)
-    y_fast = getattr(_C, op)(x, p)
-    y_ops = getattr(torch.ops.fused_act, op)(x, p)
+    y_fast = getattr(_C, op)(x, p, q)
+    y_ops = getattr(torch.ops.fused_act, op)(x, p, q)
     assert torch.equal(y_fast, y_ops)
     assert y_fast.grad_fn is not None and y_fast.grad_fn.name() == y_ops.grad_fn.name()
     (dx_fast,) = torch.autograd.grad(y_fast, x, g)
@@ -255,15 +267,16 @@ def test_fast_entry_point_is_the_operator(op):
 def test_fast_entry_points_decline_what_they_do_not_take():
     from fused_act import _C
     x = torch.randn(8)
-    assert _C.relu(torch.arange(8), 0.0) is NotImplemented      # integer dtype
-    assert _C.relu(x, 0) is NotImplemented                       # parameter not a float
-    assert _C.relu(x) is NotImplemented                          # wrong arity
+    assert _C.relu(torch.arange(8), 0.0, 0.0) is NotImplemented  # integer dtype
+    assert _C.relu(x, 0, 0.0) is NotImplemented                  # parameter not a float
+    assert _C.hardtanh(x, -1.0, 1) is NotImplemented             # second one not a float
+    assert _C.relu(x, 0.0) is NotImplemented                     # wrong arity
     assert _C.softmax(x, None, False) is NotImplemented          # dim not an int
 
     class Sub(torch.Tensor):
         pass
 
-    assert _C.relu(x.as_subclass(Sub), 0.0) is NotImplemented
+    assert _C.relu(x.as_subclass(Sub), 0.0, 0.0) is NotImplemented
 
 
 def test_functional_honours_torch_function_modes_and_subclasses():

@@ -31,7 +31,7 @@ needs_dynamo_exporter = pytest.mark.skipif(
 STANDARD_OPS = {"Relu", "Clip", "LeakyRelu", "PRelu", "Elu", "Sigmoid", "Tanh", "Mul",
                 "Softmax", "LogSoftmax", "Reshape", "Constant", "CastLike", "Cast",
                 "Gemm", "MatMul", "Add", "Identity", "Erf", "Mish", "HardSwish",
-                "HardSigmoid", "Selu", "Celu", "Softplus"}
+                "HardSigmoid", "Selu", "Celu", "Softplus", "Where", "Greater", "Div"}
 
 
 class Call(nn.Module):

@@ -302,15 +302,16 @@ bool nt_output(const at::Tensor& out, std::initializer_list<const at::Tensor*> i
 int64_t tasks_of(int64_t n) { return (n + kGrain - 1) / kGrain; }
 }  // namespace
 
-void CpuKernels::forward(Act act, const at::Tensor& x, const at::Tensor& y, double p) {
+void CpuKernels::forward(Act act, const at::Tensor& x, const at::Tensor& y, double p,
+                         double q) {
   const int64_t n = x.numel();
   if (x.scalar_type() == at::kDouble) {
     visit_act(act, [&](auto a) {
-      using F = typename decltype(a)::type;
+      using F = Params<typename decltype(a)::type>;
       const double* xp = x.const_data_ptr<double>();
       double* yp = y.mutable_data_ptr<double>();
       at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-        for (int64_t i = b; i < e; ++i) yp[i] = F::forward(xp[i], p);
+        for (int64_t i = b; i < e; ++i) yp[i] = F::forward(xp[i], p, q);
       });
     });
     return;
@@ -319,25 +320,27 @@ void CpuKernels::forward(Act act, const at::Tensor& x, const at::Tensor& y, doub
   const Storage st = storage_of(x.scalar_type());
   const bool nt = nt_output(y, {&x}, 2 * x.nbytes(), tasks_of(n));
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
-    k->forward(act, st, at_offset<const void>(x, b), at_offset<void>(y, b), e - b, float(p), nt);
+    k->forward(act, st, at_offset<const void>(x, b), at_offset<void>(y, b), e - b, float(p),
+               float(q), nt);
     if (nt) nontemporal_fence();
   });
 }
 
 void CpuKernels::backward(Act act, const at::Tensor& g, const at::Tensor& s, const at::Tensor& dx,
-                          double p, bool saved_is_output) {
+                          double p, double q, bool saved_is_output) {
   const int64_t n = g.numel();
   if (g.scalar_type() == at::kDouble) {
     visit_act(act, [&](auto a) {
-      using F = typename decltype(a)::type;
+      using F = Params<typename decltype(a)::type>;
       const double* gp = g.const_data_ptr<double>();
       const double* sp = s.const_data_ptr<double>();
       double* dp = dx.mutable_data_ptr<double>();
       at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
         if (saved_is_output)
-          for (int64_t i = b; i < e; ++i) dp[i] = F::template backward<true>(gp[i], sp[i], p);
+          for (int64_t i = b; i < e; ++i) dp[i] = F::template backward<true>(gp[i], sp[i], p, q);
         else
-          for (int64_t i = b; i < e; ++i) dp[i] = F::template backward<false>(gp[i], sp[i], p);
+          for (int64_t i = b; i < e; ++i)
+            dp[i] = F::template backward<false>(gp[i], sp[i], p, q);
       });
     });
     return;
@@ -348,7 +351,7 @@ void CpuKernels::backward(Act act, const at::Tensor& g, const at::Tensor& s, con
   const bool nt = nt_output(dx, {&g, &s}, 3 * g.nbytes(), tasks_of(n));
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     k->backward(act, st, at_offset<const void>(g, b), at_offset<const void>(s, b),
-                at_offset<void>(dx, b), e - b, float(p), saved_is_output, nt);
+                at_offset<void>(dx, b), e - b, float(p), float(q), saved_is_output, nt);
     if (nt) nontemporal_fence();
   });
 }
@@ -360,7 +363,7 @@ void CpuKernels::weighted_forward(Act act, const at::Tensor& x, const at::Tensor
   const at::Tensor wd = w.to(at::kDouble).contiguous();
   const double* wp = wd.const_data_ptr<double>();
   if (x.scalar_type() == at::kDouble) {
-    visit_act(act, [&](auto a) {
+    visit_weighted(act, [&](auto a) {
       using F = typename decltype(a)::type;
       const double* xp = x.const_data_ptr<double>();
       double* yp = y.mutable_data_ptr<double>();
@@ -387,7 +390,7 @@ void CpuKernels::weighted_forward(Act act, const at::Tensor& x, const at::Tensor
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     for_each_weight_run(b, e, inner, channels, [&](int64_t rb, int64_t re, int64_t c) {
       k->forward(act, st, at_offset<const void>(x, rb), at_offset<void>(y, rb), re - rb,
-                 float(wp[c]), nt);
+                 float(wp[c]), 0.0f, nt);
     });
     if (nt) nontemporal_fence();
   });

@@ -21,11 +21,12 @@ struct KernelTable {
   // Every kernel that writes an output takes `nt`: write it with non-temporal stores
   // (see nontemporal_output; the output must not alias an input).  The caller ends each
   // thread's share of such calls with nontemporal_fence().
-  // y[i] = forward(x[i], p)
-  void (*forward)(Act act, Storage st, const void* x, void* y, int64_t n, float p, bool nt);
-  // dx[i] = backward(g[i], s[i], p)
+  // y[i] = forward(x[i], p, q)
+  void (*forward)(Act act, Storage st, const void* x, void* y, int64_t n, float p, float q,
+                  bool nt);
+  // dx[i] = backward(g[i], s[i], p, q)
   void (*backward)(Act act, Storage st, const void* g, const void* s, void* dx, int64_t n,
-                   float p, bool saved_is_output, bool nt);
+                   float p, float q, bool saved_is_output, bool nt);
   // The per-weight activations (prelu, trainable swish): dx as above from the saved
   // input, and, when need_weight_grad, returns the sum of the weight-gradient terms.
   double (*backward_weighted)(Act act, Storage st, const void* g, const void* x, void* dx,

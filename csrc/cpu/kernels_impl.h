@@ -42,23 +42,28 @@ FA_VINLINE void write_out(S* out, int64_t n, bool nt, const Full& full, const Pa
   if (i < n) store_partial(out + i, n - i, part(i, n - i));
 }
 
+// The elementwise loops call every functor through Params<F> (activations.h): (p, q).
 template <class F, class S>
-static void forward_loop(const S* x, S* y, int64_t n, float p, bool nt) {
-  const Vec vp(p);
+static void forward_loop(const S* x, S* y, int64_t n, float p, float q, bool nt) {
+  using P = Params<F>;
+  const Vec vp(p), vq(q);
   write_out(
-      y, n, nt, [&](int64_t i) { return F::forward(load(x + i), vp); },
-      [&](int64_t i, int64_t len) { return F::forward(load_partial(x + i, len, 0.0f), vp); });
+      y, n, nt, [&](int64_t i) { return P::forward(load(x + i), vp, vq); },
+      [&](int64_t i, int64_t len) { return P::forward(load_partial(x + i, len, 0.0f), vp, vq); });
 }
 
 template <class F, bool kFromOutput, class S>
-static void backward_loop(const S* g, const S* s, S* dx, int64_t n, float p, bool nt) {
-  const Vec vp(p);
+static void backward_loop(const S* g, const S* s, S* dx, int64_t n, float p, float q, bool nt) {
+  using P = Params<F>;
+  const Vec vp(p), vq(q);
   write_out(
       dx, n, nt,
-      [&](int64_t i) { return F::template backward<kFromOutput>(load(g + i), load(s + i), vp); },
+      [&](int64_t i) {
+        return P::template backward<kFromOutput>(load(g + i), load(s + i), vp, vq);
+      },
       [&](int64_t i, int64_t len) {
-        return F::template backward<kFromOutput>(load_partial(g + i, len, 0.0f),
-                                                 load_partial(s + i, len, 0.0f), vp);
+        return P::template backward<kFromOutput>(load_partial(g + i, len, 0.0f),
+                                                 load_partial(s + i, len, 0.0f), vp, vq);
       });
 }
 
@@ -143,18 +148,19 @@ template <class Fn> static void visit_storage(Storage st, Fn&& fn) {
   }
 }
 
-static void forward(Act act, Storage st, const void* x, void* y, int64_t n, float p, bool nt) {
+static void forward(Act act, Storage st, const void* x, void* y, int64_t n, float p, float q,
+                    bool nt) {
   visit_act(act, [&](auto a) {
     using F = typename decltype(a)::type;
     visit_storage(st, [&](auto t) {
       using S = typename decltype(t)::type;
-      forward_loop<F>(static_cast<const S*>(x), static_cast<S*>(y), n, p, nt);
+      forward_loop<F>(static_cast<const S*>(x), static_cast<S*>(y), n, p, q, nt);
     });
   });
 }
 
 static void backward(Act act, Storage st, const void* g, const void* s, void* dx, int64_t n,
-                     float p, bool saved_is_output, bool nt) {
+                     float p, float q, bool saved_is_output, bool nt) {
   visit_act(act, [&](auto a) {
     using F = typename decltype(a)::type;
     visit_storage(st, [&](auto t) {
@@ -163,9 +169,9 @@ static void backward(Act act, Storage st, const void* g, const void* s, void* dx
       auto sp = static_cast<const S*>(s);
       auto dp = static_cast<S*>(dx);
       if (saved_is_output)
-        backward_loop<F, true>(gp, sp, dp, n, p, nt);
+        backward_loop<F, true>(gp, sp, dp, n, p, q, nt);
       else
-        backward_loop<F, false>(gp, sp, dp, n, p, nt);
+        backward_loop<F, false>(gp, sp, dp, n, p, q, nt);
     });
   });
 }

@@ -172,19 +172,20 @@ void launch(Ptrs<const scalar_t*, kIn> in, Ptrs<scalar_t*, kOut> out, int64_t n,
 
 // ---- the ops: which formula of the functor ------------------------------------------
 
+// Both scalar parameters (p, q), through Params<F> (activations.h).
 template <class F, class T>
 struct ForwardOp {
-  T p;
+  T p, q;
   __device__ __forceinline__ void operator()(const T (&a)[1], T (&r)[1]) const {
-    r[0] = F::forward(a[0], p);
+    r[0] = Params<F>::forward(a[0], p, q);
   }
 };
 
 template <class F, bool kFromOutput, class T>
 struct BackwardOp {
-  T p;
+  T p, q;
   __device__ __forceinline__ void operator()(const T (&a)[2], T (&r)[1]) const {
-    r[0] = F::template backward<kFromOutput>(a[0], a[1], p);
+    r[0] = Params<F>::template backward<kFromOutput>(a[0], a[1], p, q);
   }
 };
 
@@ -443,20 +444,21 @@ void visit_weighted(Act act, Fn&& fn) {
 
 }  // namespace
 
-void CudaKernels::forward(Act act, const at::Tensor& x, const at::Tensor& y, double p) {
+void CudaKernels::forward(Act act, const at::Tensor& x, const at::Tensor& y, double p,
+                          double q) {
   c10::cuda::CUDAGuard guard(x.device());
   visit_act(act, [&](auto a) {
     using F = typename decltype(a)::type;
     FA_DISPATCH_FLOATING(x.scalar_type(), [&] {
       using T = at::opmath_type<scalar_t>;
       launch<1, 1, scalar_t>({{x.const_data_ptr<scalar_t>()}}, {{y.mutable_data_ptr<scalar_t>()}},
-                             x.numel(), ForwardOp<F, T>{T(p)});
+                             x.numel(), ForwardOp<F, T>{T(p), T(q)});
     });
   });
 }
 
 void CudaKernels::backward(Act act, const at::Tensor& g, const at::Tensor& s, const at::Tensor& dx,
-                           double p, bool saved_is_output) {
+                           double p, double q, bool saved_is_output) {
   c10::cuda::CUDAGuard guard(g.device());
   visit_act(act, [&](auto a) {
     using F = typename decltype(a)::type;
@@ -465,9 +467,9 @@ void CudaKernels::backward(Act act, const at::Tensor& g, const at::Tensor& s, co
       Ptrs<const scalar_t*, 2> in{{g.const_data_ptr<scalar_t>(), s.const_data_ptr<scalar_t>()}};
       Ptrs<scalar_t*, 1> out{{dx.mutable_data_ptr<scalar_t>()}};
       if (saved_is_output)
-        launch<2, 1>(in, out, g.numel(), BackwardOp<F, true, T>{T(p)});
+        launch<2, 1>(in, out, g.numel(), BackwardOp<F, true, T>{T(p), T(q)});
       else
-        launch<2, 1>(in, out, g.numel(), BackwardOp<F, false, T>{T(p)});
+        launch<2, 1>(in, out, g.numel(), BackwardOp<F, false, T>{T(p), T(q)});
     });
   });
 }
