@@ -210,6 +210,11 @@ template <class S> FA_VINLINE void store_n(S* p, vf v, int64_t len) {
     store_partial(p, len, Vec(v));
 }
 
+// kU vectors of columns at a time, all loaded before any store: the pieces and the output
+// rows are often a multiple of 4 KiB apart, and a load right after a store to the same
+// address bits (4K aliasing) would wait for it.
+constexpr int kU = 4;
+
 template <class S, class M>
 static void forward_inner(const S* x, S* y, M* mask, int64_t rows, int64_t pieces,
                           int64_t inner, int64_t c0, int64_t c1) {
@@ -217,7 +222,22 @@ static void forward_inner(const S* x, S* y, M* mask, int64_t rows, int64_t piece
     const S* xr = x + r * pieces * inner;
     S* yr = y + r * inner;
     M* mr = mask ? mask + r * inner : nullptr;
-    for_columns(c0, c1, [&](int64_t c, int64_t len) {
+    int64_t c = c0;
+    for (; c + kU * kLanes <= c1; c += kU * kLanes) {
+      vf m[kU];
+      for (int u = 0; u < kU; ++u) m[u] = load(xr + c + u * kLanes).v;
+      for (int64_t k = 1; k < pieces; ++k)
+        for (int u = 0; u < kU; ++u) m[u] = vmax(m[u], load(xr + k * inner + c + u * kLanes).v);
+      if (mr) {
+        vu bits[kU] = {};
+        for (int64_t k = 0; k < pieces; ++k)
+          for (int u = 0; u < kU; ++u)
+            bits[u] |= bit_of(load(xr + k * inner + c + u * kLanes).v, m[u], int(k));
+        for (int u = 0; u < kU; ++u) store_words(mr + c + u * kLanes, bits[u]);
+      }
+      for (int u = 0; u < kU; ++u) store(yr + c + u * kLanes, Vec(m[u]));
+    }
+    for_columns(c, c1, [&](int64_t c, int64_t len) {
       vf m = load_n(xr + c, len);
       for (int64_t k = 1; k < pieces; ++k) m = vmax(m, load_n(xr + k * inner + c, len));
       store_n(yr + c, m, len);
@@ -237,7 +257,19 @@ static void backward_inner(const S* g, const M* mask, S* dx, int64_t rows, int64
     const S* gr = g + r * inner;
     const M* mr = mask + r * inner;
     S* dr = dx + r * pieces * inner;
-    for_columns(c0, c1, [&](int64_t c, int64_t len) {
+    int64_t c = c0;
+    for (; c + kU * kLanes <= c1; c += kU * kLanes) {
+      vu bits[kU];
+      vf q[kU];
+      for (int u = 0; u < kU; ++u) {
+        bits[u] = load_words(mr + c + u * kLanes);
+        q[u] = load(gr + c + u * kLanes).v / to_float(popcount(bits[u]));
+      }
+      for (int64_t k = 0; k < pieces; ++k)
+        for (int u = 0; u < kU; ++u)
+          store(dr + k * inner + c + u * kLanes, Vec(q[u] * bit_float(bits[u], int(k))));
+    }
+    for_columns(c, c1, [&](int64_t c, int64_t len) {
       const vu bits = len == kLanes ? load_words(mr + c) : load_words_partial(mr + c, len);
       const vf q = load_n(gr + c, len) / to_float(popcount(bits));
       for (int64_t k = 0; k < pieces; ++k) store_n(dr + k * inner + c, q * bit_float(bits, int(k)), len);
