@@ -6,10 +6,14 @@
 // write of y and the mask) forward; one read of grad and the mask and a write of dx
 // backward.  Half / bfloat16 are computed in float.
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/OpMathType.h>
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include <algorithm>
 
 #include "../maxout_ops.h"
 #include "launch.h"
