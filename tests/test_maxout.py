@@ -368,3 +368,15 @@ def test_onnx_export_both_exporters():
         outs = session.run(None, {i.name: a.numpy() for i, a in zip(session.get_inputs(), xs)})
         for out, ref in zip(outs, expected):
             _exact(torch.from_numpy(out), ref)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16],
+                         ids=lambda d: str(d)[6:])
+def test_nontemporal_forward_stores_give_the_same_bits(dtype, nontemporal_everywhere):
+    # Every CPU call writes y with non-temporal stores (aligned whole vectors; the rest,
+    # a tail or a row that starts unaligned, with ordinary ones).
+    for shape, pieces, dim in (((2, 8, 5, 3), 2, 1), ((4, 8, 64), 4, 1), ((3, 8 * 37), 8, -1),
+                               ((5, 2 * 40), 2, -1), ((2, 4, 5000), 4, 1)):
+        x = _ties(shape, dtype, "cpu")
+        _exact(FA.maxout(x, pieces, dim), reference(x, pieces, dim))
+        _exact(ops.maxout_forward(x, pieces, dim)[0], reference(x, pieces, dim))

@@ -63,6 +63,18 @@ void for_each_block(const MaxoutShape& s, const Fn& fn) {
                    });
 }
 
+// The pieces for_each_block may split the work into.
+int64_t tasks_of(const MaxoutShape& s) {
+  const int64_t rows = s.outer * s.groups;
+  if (s.inner <= kColumns) {
+    const int64_t grain = std::max<int64_t>(1, kGrain / (s.pieces * s.inner));
+    return (rows + grain - 1) / grain;
+  }
+  const int64_t units = rows * ((s.inner + kColumns - 1) / kColumns);
+  const int64_t grain = std::max<int64_t>(1, kGrain / (s.pieces * kColumns));
+  return (units + grain - 1) / grain;
+}
+
 template <class Fn> void visit_word(int64_t pieces, Fn&& fn) {
   switch (maxout_word_bytes(pieces)) {
     case 1: fn(MaxoutWord<1>{}); return;
@@ -88,10 +100,14 @@ void CpuMaxout::forward(const at::Tensor& x, const at::Tensor& y, const at::Tens
     const cpu::MaxoutKernelTable* k = simd_table();
     const cpu::Storage st = storage_of(x.scalar_type());
     const int bytes = maxout_word_bytes(s.pieces);
+    // y is written once and read by the next layer much later: above the cache share,
+    // non-temporal stores skip reading each line of it first (kernel_table.h).
+    const bool nt = cpu::nontemporal_output(x.nbytes() + y.nbytes(), tasks_of(s));
     for_each_block(s, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
       k->forward(st, bytes, at_byte<void>(x, r0 * s.pieces * s.inner), at_byte<void>(y, r0 * s.inner),
                  with_mask ? at_byte<void>(mask, r0 * s.inner) : nullptr, r1 - r0, s.pieces,
-                 s.inner, c0, c1);
+                 s.inner, c0, c1, nt);
+      if (nt) cpu::nontemporal_fence();
     });
     return;
   }

@@ -24,8 +24,18 @@ namespace cpu {
 namespace FA_CPU_CAP {
 namespace maxout {
 
-// amax's max: a NaN on either side wins.
-FA_VINLINE vf vmax(vf m, vf a) { return ((a > m) | (a != a)) ? a : m; }
+// amax's max, NaN propagating: the running max with the ordered comparison (one max
+// instruction; it drops a NaN) and a flag of the NaN lanes, applied at the end.
+struct MaxNan {
+  vf m;
+  vi nan;
+  __attribute__((always_inline)) explicit MaxNan(vf a) : m(a), nan(a != a) {}
+  __attribute__((always_inline)) void add(vf a) {
+    m = (a > m) ? a : m;
+    nan |= (a != a);
+  }
+  __attribute__((always_inline)) vf result() const { return nan ? splat(NAN) : m; }
+};
 
 // ---- mask words <-> 32-bit lanes -----------------------------------------------------
 template <class M> struct WordVec { typedef M type __attribute__((vector_size(kLanes * sizeof(M)))); };
@@ -40,8 +50,16 @@ template <class M> FA_VINLINE vu load_words_partial(const M* p, int64_t n) {
   memcpy(buf, p, n * sizeof(M));
   return load_words(buf);
 }
+// The low byte (or 16 bits) of each 32-bit lane, by one shuffle of the lanes' bytes (a
+// narrowing conversion would be scalarized without AVX-512's vpmovdb / vpmovdw).
+template <class M, size_t... I>
+FA_VINLINE typename WordVec<M>::type narrow_words(vu v, std::index_sequence<I...>) {
+  typedef M parts __attribute__((vector_size(kLanes * 4)));
+  const parts w = (parts)v;
+  return __builtin_shufflevector(w, w, (I * (4 / sizeof(M)))...);
+}
 template <class M> FA_VINLINE void store_words(M* p, vu v, int64_t n = kLanes) {
-  const typename WordVec<M>::type w = __builtin_convertvector(v, typename WordVec<M>::type);
+  const typename WordVec<M>::type w = narrow_words<M>(v, std::make_index_sequence<kLanes>{});
   memcpy(p, &w, n * sizeof(M));
 }
 
@@ -109,18 +127,31 @@ template <int P> FA_VINLINE void interleave(const vf* c, vf* v) {
   }
 }
 
+// A store of y: non-temporal when nt (p then aligned to a whole vector).
+template <class S> FA_VINLINE void store_y(S* p, vf v, bool nt) {
+  if (nt)
+    store_nt(p, Vec(v));
+  else
+    store(p, Vec(v));
+}
+template <class S> FA_VINLINE bool vector_aligned(const S* p) {
+  return reinterpret_cast<uintptr_t>(p) % (kLanes * sizeof(S)) == 0;
+}
+
 // ---- inner == 1: groups of P contiguous pieces ----------------------------------------
 // Runs block(x, y, mask, count) on every kLanes groups; the last partial block through
 // zero-padded buffers, whose results are copied out.
 template <int P, class S, class M>
-static void forward_last(const S* x, S* y, M* mask, int64_t groups) {
-  auto block = [&](const S* xs, S* ys, M* ms) {
+static void forward_last(const S* x, S* y, M* mask, int64_t groups, bool nt) {
+  nt = nt && vector_aligned(y);
+  auto block = [&](const S* xs, S* ys, M* ms, bool nt_block) {
     vf v[P], c[P];
     for (int k = 0; k < P; ++k) v[k] = load(xs + k * kLanes).v;
     deinterleave<P>(v, c);
-    vf m = c[0];
-    for (int k = 1; k < P; ++k) m = vmax(m, c[k]);
-    store(ys, Vec(m));
+    MaxNan acc(c[0]);
+    for (int k = 1; k < P; ++k) acc.add(c[k]);
+    const vf m = acc.result();
+    store_y(ys, m, nt_block);
     if (ms) {
       vu bits = bit_of(c[0], m, 0);
       for (int k = 1; k < P; ++k) bits |= bit_of(c[k], m, k);
@@ -128,14 +159,14 @@ static void forward_last(const S* x, S* y, M* mask, int64_t groups) {
     }
   };
   int64_t j = 0;
-  for (; j + kLanes <= groups; j += kLanes) block(x + j * P, y + j, mask ? mask + j : nullptr);
+  for (; j + kLanes <= groups; j += kLanes) block(x + j * P, y + j, mask ? mask + j : nullptr, nt);
   if (j < groups) {
     const int64_t n = groups - j;
     S xb[P * kLanes], yb[kLanes];
     M mb[kLanes];
     memset(xb, 0, sizeof(xb));
     memcpy(xb, x + j * P, n * P * sizeof(S));
-    block(xb, yb, mask ? mb : nullptr);
+    block(xb, yb, mask ? mb : nullptr, false);
     memcpy(y + j, yb, n * sizeof(S));
     if (mask) memcpy(mask + j, mb, n * sizeof(M));
   }
@@ -217,17 +248,21 @@ constexpr int kU = 4;
 
 template <class S, class M>
 static void forward_inner(const S* x, S* y, M* mask, int64_t rows, int64_t pieces,
-                          int64_t inner, int64_t c0, int64_t c1) {
+                          int64_t inner, int64_t c0, int64_t c1, bool nt) {
   for (int64_t r = 0; r < rows; ++r) {
     const S* xr = x + r * pieces * inner;
     S* yr = y + r * inner;
     M* mr = mask ? mask + r * inner : nullptr;
+    const bool nt_row = nt && vector_aligned(yr + c0);
     int64_t c = c0;
     for (; c + kU * kLanes <= c1; c += kU * kLanes) {
-      vf m[kU];
-      for (int u = 0; u < kU; ++u) m[u] = load(xr + c + u * kLanes).v;
+      MaxNan acc[kU] = {MaxNan(load(xr + c).v), MaxNan(load(xr + c + kLanes).v),
+                        MaxNan(load(xr + c + 2 * kLanes).v), MaxNan(load(xr + c + 3 * kLanes).v)};
+      static_assert(kU == 4, "the initializer above lists kU vectors");
       for (int64_t k = 1; k < pieces; ++k)
-        for (int u = 0; u < kU; ++u) m[u] = vmax(m[u], load(xr + k * inner + c + u * kLanes).v);
+        for (int u = 0; u < kU; ++u) acc[u].add(load(xr + k * inner + c + u * kLanes).v);
+      vf m[kU];
+      for (int u = 0; u < kU; ++u) m[u] = acc[u].result();
       if (mr) {
         vu bits[kU] = {};
         for (int64_t k = 0; k < pieces; ++k)
@@ -235,11 +270,12 @@ static void forward_inner(const S* x, S* y, M* mask, int64_t rows, int64_t piece
             bits[u] |= bit_of(load(xr + k * inner + c + u * kLanes).v, m[u], int(k));
         for (int u = 0; u < kU; ++u) store_words(mr + c + u * kLanes, bits[u]);
       }
-      for (int u = 0; u < kU; ++u) store(yr + c + u * kLanes, Vec(m[u]));
+      for (int u = 0; u < kU; ++u) store_y(yr + c + u * kLanes, m[u], nt_row);
     }
     for_columns(c, c1, [&](int64_t c, int64_t len) {
-      vf m = load_n(xr + c, len);
-      for (int64_t k = 1; k < pieces; ++k) m = vmax(m, load_n(xr + k * inner + c, len));
+      MaxNan acc(load_n(xr + c, len));
+      for (int64_t k = 1; k < pieces; ++k) acc.add(load_n(xr + k * inner + c, len));
+      const vf m = acc.result();
       store_n(yr + c, m, len);
       if (mr) {
         vu bits = bit_of(load_n(xr + c, len), m, 0);
@@ -319,7 +355,7 @@ template <class Fn> static void visit_pieces(int64_t pieces, Fn&& fn) {
 }
 
 static void forward(Storage st, int mask_bytes, const void* x, void* y, void* mask, int64_t rows,
-                    int64_t pieces, int64_t inner, int64_t c0, int64_t c1) {
+                    int64_t pieces, int64_t inner, int64_t c0, int64_t c1, bool nt) {
   visit_storage_of(st, [&](auto* s) {
     using S = std::remove_pointer_t<decltype(s)>;
     visit_word(mask_bytes, [&](auto w) {
@@ -328,9 +364,9 @@ static void forward(Storage st, int mask_bytes, const void* x, void* y, void* ma
       S* ys = static_cast<S*>(y);
       M* ms = static_cast<M*>(mask);
       if (inner == 1) {
-        visit_pieces(pieces, [&](auto p) { forward_last<decltype(p)::value>(xs, ys, ms, rows); });
+        visit_pieces(pieces, [&](auto p) { forward_last<decltype(p)::value>(xs, ys, ms, rows, nt); });
       } else {
-        forward_inner(xs, ys, ms, rows, pieces, inner, c0, c1);
+        forward_inner(xs, ys, ms, rows, pieces, inner, c0, c1, nt);
       }
     });
   });

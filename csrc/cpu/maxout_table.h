@@ -15,8 +15,10 @@ namespace cpu {
 // are then deinterleaved in registers); other pieces with inner == 1 are the caller's.
 struct MaxoutKernelTable {
   // y = max over the pieces; mask (when not null) = the bits of the pieces equal to y.
+  // nt: y's whole vectors that start aligned go out with non-temporal stores (the caller
+  // fences, see kernel_table.h).
   void (*forward)(Storage st, int mask_bytes, const void* x, void* y, void* mask, int64_t rows,
-                  int64_t pieces, int64_t inner, int64_t c0, int64_t c1);
+                  int64_t pieces, int64_t inner, int64_t c0, int64_t c1, bool nt);
   // dx = (g / count) * bit, for every piece.
   void (*backward)(Storage st, int mask_bytes, const void* g, const void* mask, void* dx,
                    int64_t rows, int64_t pieces, int64_t inner, int64_t c0, int64_t c1);
