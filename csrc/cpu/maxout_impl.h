@@ -26,6 +26,17 @@ namespace maxout {
 
 // amax's max, NaN propagating: the running max with the ordered comparison (one max
 // instruction; it drops a NaN) and a flag of the NaN lanes, applied at the end.
+// Lanes where a or b is NaN.
+FA_VINLINE vi unordered(vf a, vf b) {
+#if FA_VEC_BYTES == 32 && defined(FA_HAVE_AVX2)
+  return (vi)_mm256_cmp_ps((__m256)a, (__m256)b, _CMP_UNORD_Q);
+#elif FA_VEC_BYTES == 16 && defined(__SSE__)
+  return (vi)_mm_cmpunord_ps((__m128)a, (__m128)b);
+#else
+  return (a != a) | (b != b);
+#endif
+}
+
 struct MaxNan {
   vf m;
   vi nan;
@@ -256,13 +267,29 @@ static void forward_inner(const S* x, S* y, M* mask, int64_t rows, int64_t piece
     const bool nt_row = nt && vector_aligned(yr + c0);
     int64_t c = c0;
     for (; c + kU * kLanes <= c1; c += kU * kLanes) {
-      MaxNan acc[kU] = {MaxNan(load(xr + c).v), MaxNan(load(xr + c + kLanes).v),
-                        MaxNan(load(xr + c + 2 * kLanes).v), MaxNan(load(xr + c + 3 * kLanes).v)};
-      static_assert(kU == 4, "the initializer above lists kU vectors");
-      for (int64_t k = 1; k < pieces; ++k)
-        for (int u = 0; u < kU; ++u) acc[u].add(load(xr + k * inner + c + u * kLanes).v);
+      // Pieces two at a time: two max instructions and one unordered compare.
       vf m[kU];
-      for (int u = 0; u < kU; ++u) m[u] = acc[u].result();
+      vi nan[kU];
+      for (int u = 0; u < kU; ++u) {
+        m[u] = load(xr + c + u * kLanes).v;
+        nan[u] = unordered(m[u], m[u]);
+      }
+      int64_t k = 1;
+      for (; k + 1 < pieces; k += 2)
+        for (int u = 0; u < kU; ++u) {
+          const vf a = load(xr + k * inner + c + u * kLanes).v;
+          const vf b = load(xr + (k + 1) * inner + c + u * kLanes).v;
+          m[u] = (a > m[u]) ? a : m[u];
+          m[u] = (b > m[u]) ? b : m[u];
+          nan[u] |= unordered(a, b);
+        }
+      if (k < pieces)
+        for (int u = 0; u < kU; ++u) {
+          const vf a = load(xr + k * inner + c + u * kLanes).v;
+          m[u] = (a > m[u]) ? a : m[u];
+          nan[u] |= unordered(a, a);
+        }
+      for (int u = 0; u < kU; ++u) m[u] = nan[u] ? splat(NAN) : m[u];
       if (mr) {
         vu bits[kU] = {};
         for (int64_t k = 0; k < pieces; ++k)
