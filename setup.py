@@ -164,13 +164,14 @@ def _cuda_toolkit_version():
 
 def _sources(with_cuda):
     src = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/python_module.cpp",
-           "csrc/cpu/elementwise.cpp", "csrc/cpu/softmax.cpp",
+           "csrc/maxout_ops.cpp",
+           "csrc/cpu/elementwise.cpp", "csrc/cpu/softmax.cpp", "csrc/cpu/maxout.cpp",
            "csrc/cpu/capability_default.cpp"]
     if X86:
         src += ["csrc/cpu/capability_avx2.cpp", "csrc/cpu/capability_avx512.cpp"]
     if with_cuda:
         src += ["csrc/cuda/register.cpp", "csrc/cuda/elementwise.cu",
-                "csrc/cuda/softmax.cu"]
+                "csrc/cuda/softmax.cu", "csrc/cuda/maxout.cu"]
     return src
 
 

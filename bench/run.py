@@ -182,7 +182,41 @@ def pick_device(choice: str) -> torch.device:
 
 
 def all_activations():
-    return tuple(table.ACTIVATIONS) + tuple(getattr(table, "SOFTMAX", ()))
+    return (tuple(table.ACTIVATIONS) + tuple(getattr(table, "SOFTMAX", ()))
+            + tuple(getattr(table, "MAXOUT", ())))
+
+
+def changes_shape(act) -> bool:
+    """maxout-like ops: the output is smaller than the input (dim / pieces), the input
+    layout is part of the setting (dim 1 of NCHW, or the last dim), no MLP row (its hidden
+    layers keep their width) and no ONNX Runtime row."""
+    return act in tuple(getattr(table, "MAXOUT", ()))
+
+
+# NCHW inputs of maxout along dim 1: 64 channels of 32 x 32, batch n / 65536 (fewer
+# channels for smaller n).
+MAXOUT_CHW = (64, 32, 32)
+
+
+def input_shape(act, setting, n: int, row: int = ROW):
+    if changes_shape(act) and setting.id.endswith("_dim1"):
+        c, h, w = MAXOUT_CHW
+        if n % (c * h * w) == 0:
+            return (n // (c * h * w), c, h, w)
+        if n % (h * w * 8) == 0:
+            return (1, n // (h * w), h, w)
+    return shape_for(n, row)
+
+
+def moved_bytes(act, kwargs, phase: str, n: int, es: int) -> int:
+    """Bytes an ideal kernel reads and writes: per element of x for the elementwise ops;
+    maxout reads n and writes n / pieces forward, and the reverse backward (plus the
+    saved tensor, which an ideal kernel may make as small as it likes: not counted)."""
+    if changes_shape(act):
+        per_phase = {"forward": n + n // kwargs["pieces"], "backward": n // kwargs["pieces"] + n}
+        per_phase["fwd+bwd"] = per_phase["forward"] + per_phase["backward"]
+        return per_phase[phase] * es
+    return BYTES_PER_ELEMENT[phase] * n * es
 
 
 def reduces_rows(act) -> bool:
@@ -320,12 +354,14 @@ def check_agreement(impls, x, g, dtype):
 def bench_size(act, setting, first_setting, n, device, dtype, args, clock, row=ROW,
                compile_options=None, ort_session=None):
     """All rows of one activation at one size (in rows of `row` elements)."""
-    shape = shape_for(n, row)
+    shape = input_shape(act, setting, n, row)
     gen = torch.Generator(device=device).manual_seed(n)
     x = torch.randn(shape, generator=gen, device=device, dtype=dtype, requires_grad=True)
-    g = torch.randn(shape, generator=gen, device=device, dtype=dtype)
     x_plain = x.detach()
     kwargs = setting.kwargs(x)
+    # The incoming gradient has the output's shape (smaller than x for maxout).
+    out_shape = act.reference(x_plain, **kwargs).shape
+    g = torch.randn(out_shape, generator=gen, device=device, dtype=dtype)
     compiled = None
     if compile_options is not None:
         # Compiled for this shape and these arguments alone (static shapes); its first
@@ -392,7 +428,7 @@ def bench_size(act, setting, first_setting, n, device, dtype, args, clock, row=R
             times = interleaved(cands, args.repeats, args.min_time, faults=faults)
             stats = {name: summarize(t) for name, t in times.items()}
             copy_gbps = 2 * n * es / stats["copy"]["median_s"] / 1e9
-            moved = BYTES_PER_ELEMENT[phase] * n * es
+            moved = moved_bytes(act, kwargs, phase, n, es)
             fused_t = stats["fused_act"]["median_s"]
             number = {c.name: c.number for c in cands}
             for name, st in stats.items():
@@ -458,7 +494,8 @@ def main(argv=None):
     sizes = args.sizes or (QUICK_SIZES if args.quick else DEFAULT_SIZES[device.type])
     acts = select_activations(args.ops)
     jobs = [(a, s, i == 0, row) for a in acts
-            for i, s in enumerate(a.settings if args.all_settings else a.settings[:1])
+            for i, s in enumerate(a.settings if args.all_settings or changes_shape(a)
+                                 else a.settings[:1])
             for row in (args.rows if reduces_rows(a) else [ROW])]
     env = environment(args, device, dtype, sizes)
     clock = Clock(device)
@@ -468,7 +505,8 @@ def main(argv=None):
     print(report.header(env), flush=True)
     if args.ort and not use_ort:
         print(f"note: ONNX Runtime left out: {ortbench.why_not(device, dtype)}", flush=True)
-    total = (len(jobs) * len(sizes) + (len(acts) if args.mlp else 0)
+    total = (len(jobs) * len(sizes)
+             + (len([a for a in acts if not changes_shape(a)]) if args.mlp else 0)
              + (len(args.models) if args.mlp else 0))
     progress = _Progress(total, "bench")
     rows, compile_s, mlp_rows, model_rows, failures = [], {}, [], [], []
@@ -477,7 +515,7 @@ def main(argv=None):
         for act, setting, first, row in jobs:
             tag = f"{act.name}[{setting.id}]" + (f"[row={row}]" if reduces_rows(act) else "")
             ort_session = None
-            if use_ort:
+            if use_ort and not changes_shape(act):
                 try:  # exported once per op and setting, with dynamic dimensions
                     ort_session = ortbench.Session(act, setting, torch.get_num_threads())
                 except Exception as err:
@@ -501,7 +539,7 @@ def main(argv=None):
                     compile_s.setdefault(tag, {})[n] = round(first_compiled_s, 2)
                 progress.update()
         if args.mlp:
-            for act in acts:
+            for act in (a for a in acts if not changes_shape(a)):
                 progress.set(f"MLP {act.name}")
                 try:
                     mlp_rows.append(run_mlp(act, device, dtype, args.mlp_steps,

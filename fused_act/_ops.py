@@ -47,6 +47,17 @@ def _register_fakes():
         lambda grad, y, dim, log: _softmax_fake(
             "log_softmax_backward" if log else "softmax_backward", grad, dim))
 
+    # Maxout: outputs contiguous, the mask of the smallest integer type holding `pieces`
+    # bits per output (csrc/maxout.h, maxout_ops.h).
+    torch.library.register_fake("fused_act::maxout")(
+        lambda x, pieces, dim: _maxout_out("maxout", x, pieces, dim, False)[0])
+    torch.library.register_fake("fused_act::maxout_forward")(
+        lambda x, pieces, dim: _maxout_out("maxout", x, pieces, dim, True))
+    torch.library.register_fake("fused_act::maxout_backward")(
+        lambda grad, mask, pieces, dim: _maxout_pair("maxout_backward", grad, pieces, dim, True))
+    torch.library.register_fake("fused_act::maxout_gather")(
+        lambda t, mask, pieces, dim: _maxout_pair("maxout_gather", t, pieces, dim, False))
+
 
 def _weighted_fake(name):
     def fake(x, weight):
@@ -65,6 +76,55 @@ def _softmax_fake(op, x, dim):
         raise IndexError(f"fused_act::{op}: dim {dim} is out of range for a tensor of "
                          f"{x.dim()} dimension(s) (expected in [{-n}, {n - 1}])")
     return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+
+
+def maxout_mask_dtype(pieces: int) -> torch.dtype:
+    """The dtype of maxout's mask of maxima: one bit per piece, one word per output."""
+    return (torch.uint8 if pieces <= 8 else torch.int16 if pieces <= 16
+            else torch.int32 if pieces <= 32 else torch.int64)
+
+
+def maxout_mask_words(pieces: int) -> int:
+    """Mask words per output: one up to 64 pieces, ceil(pieces / 64) beyond."""
+    return 1 if pieces <= 64 else (pieces + 63) // 64
+
+
+def _maxout_dim(op, ndim, dim):
+    if ndim < 1:
+        raise RuntimeError(f"fused_act::{op}: expected an input with at least 1 dimension, "
+                           "got a 0-d tensor")
+    if not -ndim <= dim < ndim:
+        raise IndexError(f"fused_act::{op}: dim {dim} is out of range for a tensor of {ndim} "
+                         f"dimension(s) (expected in [{-ndim}, {ndim - 1}])")
+    return dim % ndim
+
+
+def _maxout_pieces(op, pieces):
+    if pieces < 1:
+        raise ValueError(f"fused_act::{op}: pieces must be at least 1, got {pieces}")
+
+
+def _maxout_out(op, x, pieces, dim, with_mask):
+    _maxout_pieces(op, pieces)
+    d = _maxout_dim(op, x.dim(), dim)
+    if x.shape[d] % pieces != 0:
+        raise ValueError(f"fused_act::{op}: the size of dim {d} ({x.shape[d]}) is not a "
+                         f"multiple of pieces ({pieces})")
+    shape = list(x.shape)
+    shape[d] = x.shape[d] // pieces
+    y = x.new_empty(shape)
+    if not with_mask:
+        return y, None
+    shape[d] *= maxout_mask_words(pieces)
+    return y, x.new_empty(shape, dtype=maxout_mask_dtype(pieces))
+
+
+def _maxout_pair(op, t, pieces, dim, t_is_output):
+    _maxout_pieces(op, pieces)
+    d = _maxout_dim(op, t.dim(), dim)
+    shape = list(t.shape)
+    shape[d] = t.shape[d] * pieces if t_is_output else t.shape[d] // pieces
+    return t.new_empty(shape)
 
 
 _register_fakes()

@@ -20,6 +20,7 @@ Public classes and their ``apply`` signatures:
 operators with one, and 0.0 by convention there)
   PreluFunction, SwishWeightedFunction:   apply(x, weight)
   SoftmaxFunction, LogSoftmaxFunction:   apply(x, dim)
+  MaxoutFunction:                         apply(x, pieces, dim) -> (y, mask of maxima)
 For an in-place call whose backward reads the input, ``input_copy`` is the input's value
 before the call, taken under autograd (``x.clone()``) so that double backward reaches x
 through it; it is taken automatically when omitted.
@@ -352,6 +353,85 @@ SoftmaxFunction = _make_softmax(False)
 LogSoftmaxFunction = _make_softmax(True)
 
 
+# ---- maxout ------------------------------------------------------------------------------
+# The backward keeps the mask of maxima (csrc/maxout.h), an integer output of the forward
+# kernel marked non-differentiable:
+#   dx  = maxout_backward(g, mask) = (g / count) * bit   (scatter)
+#   its adjoint, maxout_gather(t, mask) = sum of t over the set bits / count, is the tangent
+#   of y and the derivative of the scatter with respect to g; the scatter is the gather's.
+
+def _maxout_pair(name, op, other):
+    class Pair(torch.autograd.Function):
+        @staticmethod
+        def forward(t, mask, pieces, dim):
+            return op(t, mask, pieces, dim)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            _, mask, pieces, dim = inputs
+            ctx.save_for_backward(mask)
+            ctx.save_for_forward(mask)
+            ctx.pieces, ctx.dim = pieces, dim
+
+        @staticmethod
+        def backward(ctx, g):
+            (mask,) = ctx.saved_tensors
+            return other().apply(g, mask, ctx.pieces, ctx.dim), None, None, None
+
+        @staticmethod
+        def jvp(ctx, t_t, *_):
+            (mask,) = ctx.saved_tensors
+            return Pair.apply(t_t, mask, ctx.pieces, ctx.dim)
+
+        @staticmethod
+        def vmap(info, in_dims, t, mask, pieces, dim):
+            t, mask = _front(t, in_dims[0], info.batch_size), _front(mask, in_dims[1],
+                                                                       info.batch_size)
+            return Pair.apply(t, mask, pieces, _batched_dim(dim, t.dim() - 1)), 0
+
+    Pair.__name__ = Pair.__qualname__ = name
+    return Pair
+
+
+MaxoutBackwardFunction = _maxout_pair("MaxoutBackwardFunction", ops.maxout_backward.default,
+                                      lambda: MaxoutGatherFunction)
+MaxoutGatherFunction = _maxout_pair("MaxoutGatherFunction", ops.maxout_gather.default,
+                                    lambda: MaxoutBackwardFunction)
+
+
+class MaxoutFunction(torch.autograd.Function):
+    """maxout(x, pieces, dim): ``apply(x, pieces, dim)`` returns ``(y, mask)``, the mask
+    of maxima (an integer tensor, not differentiable) being what the backward keeps."""
+
+    @staticmethod
+    def forward(x, pieces, dim):
+        return ops.maxout_forward.default(x, pieces, dim)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        _, pieces, dim = inputs
+        mask = output[1]
+        ctx.mark_non_differentiable(mask)
+        ctx.save_for_backward(mask)
+        ctx.save_for_forward(mask)
+        ctx.pieces, ctx.dim = pieces, dim
+
+    @staticmethod
+    def backward(ctx, grad, _grad_mask=None):
+        (mask,) = ctx.saved_tensors
+        return MaxoutBackwardFunction.apply(grad, mask, ctx.pieces, ctx.dim), None, None
+
+    @staticmethod
+    def jvp(ctx, x_t, *_):
+        (mask,) = ctx.saved_tensors
+        return MaxoutGatherFunction.apply(x_t, mask, ctx.pieces, ctx.dim), None
+
+    @staticmethod
+    def vmap(info, in_dims, x, pieces, dim):
+        x = x.movedim(in_dims[0], 0)
+        return MaxoutFunction.apply(x, pieces, _batched_dim(dim, x.dim() - 1)), (0, 0)
+
+
 def is_transformed(t) -> bool:
     """Whether t is wrapped by a torch.func transform (grad/jvp level or vmap batch).
     (Never while torch.compile traces: the operators are traced as they are.)"""
@@ -377,4 +457,5 @@ def needs_function(t) -> bool:
 __all__ = [f.__name__ for f in FUNCTIONS.values()] + [
     "PreluFunction", "SwishWeightedFunction",
     "SoftmaxFunction", "LogSoftmaxFunction", "SoftmaxBackwardFunction", "saves_output",
+    "MaxoutFunction", "MaxoutBackwardFunction", "MaxoutGatherFunction",
 ]

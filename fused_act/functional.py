@@ -293,7 +293,39 @@ def log_softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int
     return _softmax("log_softmax", True, torch.log_softmax, input, dim, _stacklevel, dtype)
 
 
-__all__ = _GENERATED + ["prelu", "swish", "softmax", "log_softmax"]
+def _maxout_int(name, arg, value):
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise TypeError(f"fused_act.{name}(): argument '{arg}' must be int, not "
+                        f"{type(value).__name__}")
+    return int(value)
+
+
+_MAXOUT = ops.maxout.default
+
+
+def maxout(input: torch.Tensor, pieces: int, dim: int = 1) -> torch.Tensor:
+    """The max over groups of ``pieces`` consecutive entries along ``dim``:
+    ``input.unflatten(dim, (-1, pieces)).amax(dim + 1)`` (NaN propagating, as amax).  The
+    size of ``dim`` must be a multiple of ``pieces``.  The gradient is amax's: split evenly
+    among tied maxima, NaN for a whole group whose max is NaN.  The backward keeps one bit
+    per piece (which pieces attain the max), not the input."""
+    # Eager calls on plain float tensors: straight to the operator (its C++ autograd).
+    if (type(input) is torch.Tensor and type(pieces) is int and type(dim) is int
+            and input.dtype in _FLOAT_DTYPES and input.layout == torch.strided
+            and (input.is_cpu or (input.is_cuda and _BUILT_WITH_CUDA)) and not input.is_nested
+            and not _compiling() and not _ag.is_transformed(input)):
+        return _MAXOUT(input, pieces, dim)
+    pieces = _maxout_int("maxout", "pieces", pieces)
+    dim = _maxout_int("maxout", "dim", dim)
+    if pieces < 1:
+        raise ValueError(f"fused_act.maxout: pieces must be at least 1, got {pieces}")
+    x, _ = _check("maxout", input)
+    if _ag.is_transformed(x):
+        return _ag.MaxoutFunction.apply(x, pieces, dim)[0]
+    return _MAXOUT(x, pieces, dim)
+
+
+__all__ = _GENERATED + ["prelu", "swish", "softmax", "log_softmax", "maxout"]
 
 # torch.fx.symbolic_trace records these functions as calls (leaves) instead of tracing
 # into them with Proxy arguments.

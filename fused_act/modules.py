@@ -120,4 +120,31 @@ class LogSoftmax(nn.LogSoftmax):
         return FA.log_softmax(input, self.dim, _stacklevel=5)  # as nn.LogSoftmax does
 
 
-__all__ = _GENERATED + ["PReLU", "Swish", "Softmax", "LogSoftmax"]
+class Maxout(nn.Module):
+    """The max over groups of ``pieces`` consecutive entries along ``dim`` (default 1, the
+    channels of NCHW): ``fused_act.functional.maxout`` as a module.  torch.nn has no
+    Maxout; the torch equivalent is ``x.unflatten(dim, (-1, pieces)).amax(dim + 1)``."""
+
+    pieces: int
+    dim: int
+
+    def __init__(self, pieces: int, dim: int = 1):
+        super().__init__()
+        if isinstance(pieces, bool) or not isinstance(pieces, int) or pieces < 1:
+            raise ValueError(f"fused_act.Maxout: pieces must be an int of at least 1, got "
+                             f"{pieces!r}")
+        if isinstance(dim, bool) or not isinstance(dim, int):
+            raise TypeError(f"fused_act.Maxout: dim must be an int, got {type(dim).__name__}")
+        self.pieces = pieces
+        self.dim = dim
+
+    def forward(self, input):
+        if torch.jit.is_scripting():
+            return _ops.maxout(input, self.pieces, self.dim)
+        return FA.maxout(input, self.pieces, self.dim)
+
+    def extra_repr(self):
+        return f"pieces={self.pieces}, dim={self.dim}"
+
+
+__all__ = _GENERATED + ["PReLU", "Swish", "Softmax", "LogSoftmax", "Maxout"]

@@ -26,6 +26,9 @@ What each operator becomes (ONNX opset 18 operators, standard domain):
                          Where(x*beta > threshold, x, Softplus(x*beta) / beta)
     hardtanh(min, max)   Clip(x, min, max)
     softmax(dim, log)    Softmax(axis=dim) or LogSoftmax(axis=dim)
+    maxout(pieces, dim)  Reshape(x, sizes with dim split into (-1, pieces)) then
+                         ReduceMax(axis=dim + 1, keepdims=0)  (the sizes from Shape: dynamic
+                         dims stay dynamic)
 
 In-place calls (``inplace=True`` modules, ``relu_``, ...): a functionalized graph would carry
 them as ``auto_functionalized`` nodes, which the ONNX exporter cannot translate.  Building the
@@ -163,7 +166,23 @@ def _translations(op) -> Dict[str, Callable]:
             return op.Reshape(fn(flat, axis=0), op.Constant(value_ints=[]))
         return fn(x, axis=int(dim))
 
+    def maxout(x, pieces: int, dim: int):
+        r = len(x.shape) if x.shape is not None else None
+        if r is None:
+            raise ValueError("fused_act.onnx: maxout needs the rank of its input; the exported "
+                             "graph does not know it")
+        d = int(dim) % r
+        parts = []
+        if d > 0:
+            parts.append(op.Shape(x, start=0, end=d))
+        parts.append(op.Constant(value_ints=[-1, int(pieces)]))
+        if d + 1 < r:
+            parts.append(op.Shape(x, start=d + 1))
+        shape = parts[0] if len(parts) == 1 else op.Concat(*parts, axis=0)
+        return op.ReduceMax(op.Reshape(x, shape), op.Constant(value_ints=[d + 1]), keepdims=0)
+
     return {
+        "maxout": maxout,
         "relu": relu, "relu6": relu6, "leaky_relu": leaky_relu, "elu": elu,
         "sigmoid": sigmoid, "tanh": tanh, "swish": swish_float, "gelu": gelu,
         "gelu_tanh": gelu_tanh, "mish": mish, "hardswish": hardswish,
@@ -293,7 +312,24 @@ def _legacy_symbolics():
                                            value_t=torch.tensor([], dtype=torch.int64)))
         return g.op("LogSoftmax" if log else "Softmax", x, axis_i=dim)
 
+    def maxout(g, x, pieces, dim):
+        pieces, dim = sh._get_const(pieces, "i", "pieces"), sh._get_const(dim, "i", "dim")
+        r = sh._get_tensor_rank(x)
+        if r is None:
+            raise RuntimeError("fused_act.onnx: maxout needs the rank of its input; the traced "
+                               "graph does not know it")
+        d = dim % r
+        parts = []
+        if d > 0:
+            parts.append(g.op("Shape", x, start_i=0, end_i=d))
+        parts.append(g.op("Constant", value_t=torch.tensor([-1, pieces], dtype=torch.int64)))
+        if d + 1 < r:
+            parts.append(g.op("Shape", x, start_i=d + 1))
+        shape = parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis_i=0)
+        return g.op("ReduceMax", g.op("Reshape", x, shape), axes_i=[d + 1], keepdims_i=0)
+
     return {
+        "maxout": maxout,
         "relu": lambda g, x, p, q: g.op("Relu", x),
         "relu6": lambda g, x, p, q: g.op("Clip", x, const(g, 0.0, x), const(g, 6.0, x)),
         "leaky_relu": lambda g, x, p, q: g.op("LeakyRelu", x, alpha_f=scalar(p)),

@@ -102,3 +102,27 @@ SOFTMAX = (
 )
 
 ALL = ACTIVATIONS + SOFTMAX
+
+
+def maxout_reference(x, pieces, dim=1):
+    """torch's maxout: the max over groups of `pieces` consecutive entries along dim."""
+    d = dim % x.dim()
+    return x.unflatten(d, (-1, pieces)).amax(d + 1)
+
+
+def _maxout_composite(x, pieces, dim=1):
+    """A tutorial's maxout: torch.max over the pieces (values and indices)."""
+    d = dim % x.dim()
+    return x.unflatten(d, (-1, pieces)).max(d + 1).values
+
+
+# Maxout changes the shape (dim shrinks by `pieces`) and replaces no torch.nn class, so it
+# lives apart from ALL (whose tests compare same-shape outputs and convert() entries);
+# its own tests (tests/test_maxout.py) and bench rows use this.  Settings: the benchmark's
+# layouts, dim 1 of an NCHW tensor and the last dim, 2 and 4 pieces.
+MAXOUT = (
+    Activation("maxout", FA.maxout, maxout_reference, M.Maxout, None,
+               tuple(Setting(f"pieces{p}_{where}", (lambda p, d: lambda x: {"pieces": p, "dim": d})(p, d))
+                     for where, d in (("dim1", 1), ("last", -1)) for p in (2, 4)),
+               _maxout_composite, "mask", module_kwargs={"pieces": 2}, ops=("maxout",)),
+)

@@ -120,6 +120,32 @@ def test_softmax_rows_are_benchmarked_per_row_length(tmp_path):
     assert all(r["agrees_with_torch"] for r in data["kernels"] if r["impl"] != "copy")
 
 
+def test_maxout_rows_cover_both_layouts_and_save_less(tmp_path):
+    # maxout: every setting (2 and 4 pieces, dim 1 of NCHW and the last dim), the
+    # gradient shaped like the output, the bytes moved counted for the smaller output.
+    cmd = [sys.executable, os.path.join(BENCH, "run.py"), "--quick", "--no-compile",
+           "--no-plot", "--device", "cpu", "--threads", "1", "--ops", "maxout",
+           "--sizes", "2^16", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (json_name,) = [n for n in os.listdir(tmp_path) if n.endswith(".json")]
+    with open(tmp_path / json_name) as f:
+        data = json.load(f)
+    rows = [r for r in data["kernels"] if r["impl"] == "fused_act"]
+    shapes = {(r["setting"], r["shape"]) for r in rows}
+    assert shapes == {("pieces2_dim1", "1x64x32x32"), ("pieces4_dim1", "1x64x32x32"),
+                      ("pieces2_last", "64x1024"), ("pieces4_last", "64x1024")}
+    assert all(r["agrees_with_torch"] for r in data["kernels"] if r["impl"] != "copy")
+    for r in rows:
+        pieces = 2 if r["setting"].startswith("pieces2") else 4
+        forward = (2**16 + 2**16 // pieces) * 4
+        assert r["bytes_moved"] == {"forward": forward, "backward": forward,
+                                    "fwd+bwd": 2 * forward}[r["phase"]]
+        assert r["saved_bytes"] == 2**16 // pieces  # one byte of mask per output
+    torch_saved = {r["saved_bytes"] for r in data["kernels"] if r["impl"] == "torch"}
+    assert torch_saved == {(2**16 + 2**16 // 2) * 4, (2**16 + 2**16 // 4) * 4}
+
+
 def test_compile_guard_catches_a_recompile(monkeypatch):
     # The guard around every timed region of torch.compile: a compilation inside it fails.
     monkeypatch.syspath_prepend(BENCH)

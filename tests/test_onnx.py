@@ -138,7 +138,7 @@ def test_translation_table_covers_every_forward_operator():
 
     table = fused_act.onnx_translation_table()
     ops = torch.ops.fused_act
-    for name in ELEMENTWISE_OPS + WEIGHTED_OPS + ("softmax",):
+    for name in ELEMENTWISE_OPS + WEIGHTED_OPS + ("softmax", "maxout"):
         assert getattr(ops, name).default in table, name
 
 

@@ -234,6 +234,7 @@ static void backward_weights(Act act, Storage st, const void* g, const void* x, 
 }  // namespace fused_act
 
 #include "softmax_impl.h"
+#include "maxout_impl.h"
 
 #define FA_STRINGIFY2(x) #x
 #define FA_STRINGIFY(x) FA_STRINGIFY2(x)
