@@ -163,8 +163,8 @@ def _cuda_toolkit_version():
 
 
 def _sources(with_cuda):
-    src = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/python_module.cpp",
-           "csrc/cpu/elementwise.cpp", "csrc/cpu/softmax.cpp",
+    src = ["csrc/ops.cpp", "csrc/gated.cpp", "csrc/autograd.cpp", "csrc/python_module.cpp",
+           "csrc/cpu/elementwise.cpp", "csrc/cpu/softmax.cpp", "csrc/cpu/gated.cpp",
            "csrc/cpu/capability_default.cpp"]
     if X86:
         src += ["csrc/cpu/capability_avx2.cpp", "csrc/cpu/capability_avx512.cpp"]

@@ -146,16 +146,23 @@ struct Elu : ActivationBase {
 };
 
 // sigmoid: y = 1/(1+exp(-x)); dx = dy*(1-y)*y.  Saves y.
+// From the input (the gated glu, which keeps its input): s*(1-s) with s and 1 - s both
+// from e = exp(-|x|), so that 1 - s does not cancel where s is near 1 (1 - y does).
 struct Sigmoid : ActivationBase {
   static constexpr bool streaming_backward(bool from_output) { return from_output; }
   static bool saves_output(double) { return true; }
   static bool inplace_saves_output(double) { return true; }
   template <class T> FA_HD static T forward(T x, T) { return fa_sigmoid(x); }
-  template <bool kFromOutput, class T> FA_HD static T backward(T g, T y, T) {
-    return g * (T(1) - y) * y;
+  template <bool kFromOutput, class T> FA_HD static T backward(T g, T s, T) {
+    if (kFromOutput) return g * (T(1) - s) * s;
+    T e = fa_exp(-fa_select(s < T(0), -s, s));
+    T r = T(1) / (T(1) + e);
+    return g * (fa_select(s < T(0), e, T(1)) * r) * (fa_select(s < T(0), T(1), e) * r);
   }
-  template <bool kFromOutput, class T> FA_HD static T grad_saved(T g, T y, T) {
-    return g * (T(1) - T(2) * y);
+  template <bool kFromOutput, class T> FA_HD static T grad_saved(T g, T s, T) {
+    if (kFromOutput) return g * (T(1) - T(2) * s);
+    T y = fa_sigmoid(s);
+    return g * (y * (T(1) - y) * (T(1) - T(2) * y));
   }
 };
 
