@@ -23,6 +23,9 @@ What each operator becomes (ONNX opset 18 operators, standard domain):
     selu, celu(alpha)    Selu (torch's alpha and scale), Celu(alpha=alpha)
     relu_squared         Relu(x) * Relu(x)
     softmax(dim, log)    Softmax(axis=dim) or LogSoftmax(axis=dim)
+    glu(dim)             a * Sigmoid(b), where a, b = Split(x, axis=dim, num_outputs=2)
+    swiglu, geglu, geglu_tanh, reglu(dim)
+                         act(a) * b, act as silu, gelu, gelu_tanh and relu above
 
 In-place calls (``inplace=True`` modules, ``relu_``, ...): a functionalized graph would carry
 them as ``auto_functionalized`` nodes, which the ONNX exporter cannot translate.  Building the
@@ -150,7 +153,23 @@ def _translations(op) -> Dict[str, Callable]:
             return op.Reshape(fn(flat, axis=0), op.Constant(value_ints=[]))
         return fn(x, axis=int(dim))
 
+    def halves(x, dim):
+        a, b = op.Split(x, axis=int(dim), num_outputs=2)
+        return a, b
+
+    def glu(x, dim: int):
+        a, b = halves(x, dim)
+        return op.Mul(a, op.Sigmoid(b))
+
+    def gated(act):
+        def translate(x, dim: int):
+            a, b = halves(x, dim)
+            return op.Mul(act(a, 0.0), b)
+        return translate
+
     return {
+        "glu": glu, "swiglu": gated(lambda a, p: swish(a, 1.0)), "geglu": gated(gelu),
+        "geglu_tanh": gated(gelu_tanh), "reglu": gated(relu),
         "relu": relu, "relu6": relu6, "leaky_relu": leaky_relu, "elu": elu,
         "sigmoid": sigmoid, "tanh": tanh, "swish": swish_float, "gelu": gelu,
         "gelu_tanh": gelu_tanh, "mish": mish, "hardswish": hardswish,
@@ -271,7 +290,22 @@ def _legacy_symbolics():
                                            value_t=torch.tensor([], dtype=torch.int64)))
         return g.op("LogSoftmax" if log else "Softmax", x, axis_i=dim)
 
+    def halves(g, x, dim):
+        return g.op("Split", x, axis_i=sh._get_const(dim, "i", "dim"), outputs=2)
+
+    def gated(act):
+        def translate(g, x, dim):
+            a, b = halves(g, x, dim)
+            return g.op("Mul", act(g, a), b)
+        return translate
+
     return {
+        "glu": lambda g, x, dim: (lambda a, b: g.op("Mul", a, g.op("Sigmoid", b)))(
+            *halves(g, x, dim)),
+        "swiglu": gated(lambda g, a: g.op("Mul", a, g.op("Sigmoid", a))),
+        "geglu": gated(lambda g, a: gelu(g, a, None)),
+        "geglu_tanh": gated(lambda g, a: gelu_tanh(g, a, None)),
+        "reglu": gated(lambda g, a: g.op("Relu", a)),
         "relu": lambda g, x, p: g.op("Relu", x),
         "relu6": lambda g, x, p: g.op("Clip", x, const(g, 0.0, x), const(g, 6.0, x)),
         "leaky_relu": lambda g, x, p: g.op("LeakyRelu", x, alpha_f=scalar(p)),
