@@ -164,6 +164,13 @@ struct Sigmoid : ActivationBase {
     T y = fa_sigmoid(s);
     return g * (y * (T(1) - y) * (T(1) - T(2) * y));
   }
+  // y = forward(x) and backward<false>(g, x) from one exp (the gated ops' backward).
+  template <class T> FA_HD static T forward_backward(T g, T x, T, T& y) {
+    T e = fa_exp(-fa_select(x < T(0), -x, x));
+    T r = T(1) / (T(1) + e);
+    y = fa_select(x < T(0), e, T(1)) * r;
+    return g * y * (fa_select(x < T(0), T(1), e) * r);
+  }
 };
 
 // tanh: y = tanh(x); dx = dy*(1-y*y).  Saves y.
@@ -194,6 +201,12 @@ struct Swish : ActivationBase {
     T s = fa_sigmoid(beta * x);
     return ((g * x) * (s * (T(1) - s))) * x;
   }
+  // y = forward(x) and backward<false>(g, x) from one sigmoid (the gated ops' backward).
+  template <class T> FA_HD static T forward_backward(T g, T x, T beta, T& y) {
+    T s = fa_sigmoid(beta * x);
+    y = x * s;
+    return g * (s + (beta * s) * (x * (T(1) - s)));
+  }
   template <bool kFromOutput, class T> FA_HD static T grad_saved(T g, T x, T beta) {
     T s = fa_sigmoid(x * beta);
     return g * (beta * s * (T(1) - s) * (T(2) + beta * x * (T(1) - T(2) * s)));
@@ -207,6 +220,12 @@ struct Gelu : ActivationBase {
   template <class T> FA_HD static T forward(T x, T) { return x * fa_normcdf(x); }
   template <bool kFromOutput, class T> FA_HD static T backward(T g, T x, T) {
     return g * (fa_normcdf(x) + x * phi(x));
+  }
+  // y = forward(x) and backward<false>(g, x) from one Phi (the gated ops' backward).
+  template <class T> FA_HD static T forward_backward(T g, T x, T, T& y) {
+    T c = fa_normcdf(x);
+    y = x * c;
+    return g * (c + x * phi(x));
   }
   template <bool kFromOutput, class T> FA_HD static T grad_saved(T g, T x, T) {
     return g * (phi(x) * (T(2) - x * x));
@@ -236,6 +255,15 @@ struct GeluTanh : ActivationBase {
     T e = fa_exp(-fa_select(v < T(0), -v, v));
     T r = T(1) / (T(1) + e);
     T s = fa_select(v < T(0), e, T(1)) * r, c = fa_select(v < T(0), T(1), e) * r;
+    return g * (s + (x * twice_du(x)) * (s * c));
+  }
+  // y = forward(x) and backward<false>(g, x) from one exp (the gated ops' backward).
+  template <class T> FA_HD static T forward_backward(T g, T x, T, T& y) {
+    T v = twice_u(x);
+    T e = fa_exp(-fa_select(v < T(0), -v, v));
+    T r = T(1) / (T(1) + e);
+    T s = fa_select(v < T(0), e, T(1)) * r, c = fa_select(v < T(0), T(1), e) * r;
+    y = x * s;
     return g * (s + (x * twice_du(x)) * (s * c));
   }
   template <bool kFromOutput, class T> FA_HD static T grad_saved(T g, T x, T) {

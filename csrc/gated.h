@@ -7,9 +7,13 @@
 //   dv = g * act(u),   du = act'(u) * (g * v)
 // where act'(u) * w is the functor's own backward from its input, backward<false>(w, u)
 // (also for sigmoid and relu, whose elementwise forms keep their output: from u, glu's
-// gradient does not cancel where sigmoid(b) is near 1).  Second order (autograd.cpp):
+// gradient does not cancel where sigmoid(b) is near 1), computed together with act(u) by
+// the functor's forward_backward where it has one (one exp or Phi for both, not two).
+// Second order (autograd.cpp):
 // act''(u) * w is the functor's grad_saved<false>(w, u).
 #pragma once
+
+#include <type_traits>
 
 #include "activations.h"
 
@@ -32,14 +36,31 @@ enum class Gate : int {
 #undef FA_GATE_ENUM
 };
 
+// act(u) and act'(u) * w: the functor's forward_backward where it has one (it shares the
+// exp or Phi of the two, which the backward would otherwise compute twice), else its
+// forward and its backward from the input.
+template <class F, class = void> struct ForwardBackward {
+  template <class T> FA_HD static T eval(T w, T u, T p, T& y) {
+    y = F::forward(u, p);
+    return F::template backward<false>(w, u, p);
+  }
+};
+template <class F>
+struct ForwardBackward<F, std::void_t<decltype(&F::template forward_backward<float>)>> {
+  template <class T> FA_HD static T eval(T w, T u, T p, T& y) {
+    return F::forward_backward(w, u, p, y);
+  }
+};
+
 // The math of one gated op, for a value type T (float, double, SIMD vector, or the
 // tensor type of autograd.cpp).
 template <class F>
 struct GatedMath {
   template <class T> FA_HD static T forward(T u, T v, T p) { return F::forward(u, p) * v; }
   template <class T> FA_HD static void backward(T g, T u, T v, T p, T& du, T& dv) {
-    dv = g * F::forward(u, p);
-    du = F::template backward<false>(g * v, u, p);
+    T y;
+    du = ForwardBackward<F>::eval(g * v, u, p, y);
+    dv = g * y;
   }
 };
 
