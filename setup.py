@@ -163,9 +163,10 @@ def _cuda_toolkit_version():
 
 
 def _sources(with_cuda):
-    src = ["csrc/ops.cpp", "csrc/autograd.cpp", "csrc/python_module.cpp",
+    src = ["csrc/ops.cpp", "csrc/gated.cpp", "csrc/autograd.cpp", "csrc/python_module.cpp",
            "csrc/maxout_ops.cpp",
            "csrc/cpu/elementwise.cpp", "csrc/cpu/softmax.cpp", "csrc/cpu/maxout.cpp",
+           "csrc/cpu/gated.cpp",
            "csrc/cpu/capability_default.cpp"]
     if X86:
         src += ["csrc/cpu/capability_avx2.cpp", "csrc/cpu/capability_avx512.cpp"]

@@ -62,6 +62,10 @@ PHASES = ("forward", "backward", "fwd+bwd")
 # forward reads x and writes y; backward reads the incoming gradient and the saved
 # tensor (x or y) and writes dx; forward+backward is the sum.
 BYTES_PER_ELEMENT = {"forward": 2, "backward": 3, "fwd+bwd": 5}
+# The gated ops (glu, swiglu, geglu, reglu), per OUTPUT element: the forward reads both
+# halves of x and writes y; the backward reads the gradient and x and writes dx (both
+# halves).  Their sizes count output elements: the input has twice as many.
+GATED_BYTES_PER_ELEMENT = {"forward": 3, "backward": 5, "fwd+bwd": 8}
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 DEFAULT_SIZES = {
     "cpu": [2**14, 2**18, 2**20, 2**22, 2**24],      # from L1/L2-resident to far past L3
@@ -183,7 +187,7 @@ def pick_device(choice: str) -> torch.device:
 
 def all_activations():
     return (tuple(table.ACTIVATIONS) + tuple(getattr(table, "SOFTMAX", ()))
-            + tuple(getattr(table, "MAXOUT", ())))
+            + tuple(getattr(table, "MAXOUT", ())) + tuple(getattr(table, "GATED", ())))
 
 
 def changes_shape(act) -> bool:
@@ -212,11 +216,18 @@ def moved_bytes(act, kwargs, phase: str, n: int, es: int) -> int:
     """Bytes an ideal kernel reads and writes: per element of x for the elementwise ops;
     maxout reads n and writes n / pieces forward, and the reverse backward (plus the
     saved tensor, which an ideal kernel may make as small as it likes: not counted)."""
+    if is_gated(act):  # reads both halves (2n), writes n; backward: g, x in, dx (2n) out
+        return GATED_BYTES_PER_ELEMENT[phase] * n * es
     if changes_shape(act):
         per_phase = {"forward": n + n // kwargs["pieces"], "backward": n // kwargs["pieces"] + n}
         per_phase["fwd+bwd"] = per_phase["forward"] + per_phase["backward"]
         return per_phase[phase] * es
     return BYTES_PER_ELEMENT[phase] * n * es
+
+
+def is_gated(act) -> bool:
+    """Gated ops split their input in two halves along the last dim: sizes count outputs."""
+    return bool(getattr(act, "gated", False))
 
 
 def reduces_rows(act) -> bool:
@@ -355,8 +366,10 @@ def bench_size(act, setting, first_setting, n, device, dtype, args, clock, row=R
                compile_options=None, ort_session=None):
     """All rows of one activation at one size (in rows of `row` elements)."""
     shape = input_shape(act, setting, n, row)
+    # A gated op's input has both halves along the last dim: n output elements.
+    x_shape = shape[:-1] + (2 * shape[-1],) if is_gated(act) else shape
     gen = torch.Generator(device=device).manual_seed(n)
-    x = torch.randn(shape, generator=gen, device=device, dtype=dtype, requires_grad=True)
+    x = torch.randn(x_shape, generator=gen, device=device, dtype=dtype, requires_grad=True)
     x_plain = x.detach()
     kwargs = setting.kwargs(x)
     # The incoming gradient has the output's shape (smaller than x for maxout).
@@ -427,13 +440,14 @@ def bench_size(act, setting, first_setting, n, device, dtype, args, clock, row=R
             faults = {}
             times = interleaved(cands, args.repeats, args.min_time, faults=faults)
             stats = {name: summarize(t) for name, t in times.items()}
-            copy_gbps = 2 * n * es / stats["copy"]["median_s"] / 1e9
+            copy_bytes = 2 * x_plain.numel() * es  # read and write x
+            copy_gbps = copy_bytes / stats["copy"]["median_s"] / 1e9
             moved = moved_bytes(act, kwargs, phase, n, es)
             fused_t = stats["fused_act"]["median_s"]
             number = {c.name: c.number for c in cands}
             for name, st in stats.items():
                 is_copy = name == "copy"
-                b = 2 * n * es if is_copy else moved
+                b = copy_bytes if is_copy else moved
                 gbps = b / st["median_s"] / 1e9
                 rows.append({
                     "op": act.name, "setting": setting.id, "row": row, "size": n,
@@ -442,7 +456,7 @@ def bench_size(act, setting, first_setting, n, device, dtype, args, clock, row=R
                     "gbps": gbps, "copy_gbps": copy_gbps, "frac_copy": gbps / copy_gbps,
                     "fused_speedup": None if is_copy else st["median_s"] / fused_t,
                     "saved_bytes": saved.get(name),
-                    "input_bytes": n * es,
+                    "input_bytes": x_plain.numel() * es,
                     "agrees_with_torch": None if is_copy else agrees.get(name),
                     "first_call_s": first_call_s.get(name) if name == "compiled" else None,
                     "page_faults_per_call": faults.get(name),
@@ -505,8 +519,10 @@ def main(argv=None):
     print(report.header(env), flush=True)
     if args.ort and not use_ort:
         print(f"note: ONNX Runtime left out: {ortbench.why_not(device, dtype)}", flush=True)
-    total = (len(jobs) * len(sizes)
-             + (len([a for a in acts if not changes_shape(a)]) if args.mlp else 0)
+    # The MLP builds a model of the module between Linear layers of fixed widths: not for
+    # the ops that change the width (gated ops halve their input, maxout divides it).
+    mlp_acts = [a for a in acts if not is_gated(a) and not changes_shape(a)]
+    total = (len(jobs) * len(sizes) + (len(mlp_acts) if args.mlp else 0)
              + (len(args.models) if args.mlp else 0))
     progress = _Progress(total, "bench")
     rows, compile_s, mlp_rows, model_rows, failures = [], {}, [], [], []
@@ -539,7 +555,7 @@ def main(argv=None):
                     compile_s.setdefault(tag, {})[n] = round(first_compiled_s, 2)
                 progress.update()
         if args.mlp:
-            for act in (a for a in acts if not changes_shape(a)):
+            for act in mlp_acts:
                 progress.set(f"MLP {act.name}")
                 try:
                     mlp_rows.append(run_mlp(act, device, dtype, args.mlp_steps,

@@ -76,9 +76,12 @@ constexpr double kInvSqrt2Pi = 0.398942280401432677939946059934;  // 1/sqrt(2 pi
 constexpr double kSqrt2OverPi = 0.797884560802865355879892119869;  // sqrt(2/pi)
 constexpr double kGeluTanhCubic = 0.044715;
 
-// Phi(x) + x*phi(x), GELU's derivative (the CPU's SIMD form shares one exp between them).
-FA_HD float fa_gelu_slope(float x) { return fa_normcdf(x) + x * (fa_gauss(x) * float(kInvSqrt2Pi)); }
-FA_HD double fa_gelu_slope(double x) { return fa_normcdf(x) + x * (fa_gauss(x) * kInvSqrt2Pi); }
+// Phi(x) + x*phi(x), GELU's derivative, and Phi(x) in `cdf` (the CPU's SIMD form shares
+// one exp between them).
+template <class T> FA_HD T fa_gelu_slope(T x, T& cdf) {
+  cdf = fa_normcdf(x);
+  return cdf + x * (fa_gauss(x) * T(kInvSqrt2Pi));
+}
 constexpr double kSeluAlpha = 1.6732632423543772848170429916717;
 constexpr double kSeluScale = 1.0507009873554804934193349852946;
 
@@ -170,16 +173,30 @@ struct Elu : ActivationBase {
 };
 
 // sigmoid: y = 1/(1+exp(-x)); dx = dy*(1-y)*y.  Saves y.
+// From the input (the gated glu, which keeps its input): s*(1-s) with s and 1 - s both
+// from e = exp(-|x|), so that 1 - s does not cancel where s is near 1 (1 - y does).
 struct Sigmoid : ActivationBase {
   static constexpr bool streaming_backward(bool from_output) { return from_output; }
   static bool saves_output(double) { return true; }
   static bool inplace_saves_output(double) { return true; }
   template <class T> FA_HD static T forward(T x, T) { return fa_sigmoid(x); }
-  template <bool kFromOutput, class T> FA_HD static T backward(T g, T y, T) {
-    return g * (T(1) - y) * y;
+  template <bool kFromOutput, class T> FA_HD static T backward(T g, T s, T) {
+    if (kFromOutput) return g * (T(1) - s) * s;
+    T e = fa_exp(-fa_select(s < T(0), -s, s));
+    T r = T(1) / (T(1) + e);
+    return g * (fa_select(s < T(0), e, T(1)) * r) * (fa_select(s < T(0), T(1), e) * r);
   }
-  template <bool kFromOutput, class T> FA_HD static T grad_saved(T g, T y, T) {
-    return g * (T(1) - T(2) * y);
+  template <bool kFromOutput, class T> FA_HD static T grad_saved(T g, T s, T) {
+    if (kFromOutput) return g * (T(1) - T(2) * s);
+    T y = fa_sigmoid(s);
+    return g * (y * (T(1) - y) * (T(1) - T(2) * y));
+  }
+  // y = forward(x) and backward<false>(g, x) from one exp (the gated ops' backward).
+  template <class T> FA_HD static T forward_backward(T g, T x, T, T& y) {
+    T e = fa_exp(-fa_select(x < T(0), -x, x));
+    T r = T(1) / (T(1) + e);
+    y = fa_select(x < T(0), e, T(1)) * r;
+    return g * y * (fa_select(x < T(0), T(1), e) * r);
   }
 };
 
@@ -211,6 +228,12 @@ struct Swish : ActivationBase {
     T s = fa_sigmoid(beta * x);
     return ((g * x) * (s * (T(1) - s))) * x;
   }
+  // y = forward(x) and backward<false>(g, x) from one sigmoid (the gated ops' backward).
+  template <class T> FA_HD static T forward_backward(T g, T x, T beta, T& y) {
+    T s = fa_sigmoid(beta * x);
+    y = x * s;
+    return g * (s + (beta * s) * (x * (T(1) - s)));
+  }
   template <bool kFromOutput, class T> FA_HD static T grad_saved(T g, T x, T beta) {
     T s = fa_sigmoid(x * beta);
     return g * (beta * s * (T(1) - s) * (T(2) + beta * x * (T(1) - T(2) * s)));
@@ -223,7 +246,15 @@ struct Gelu : ActivationBase {
   template <class T> FA_HD static T phi(T x) { return fa_gauss(x) * T(kInvSqrt2Pi); }
   template <class T> FA_HD static T forward(T x, T) { return x * fa_normcdf(x); }
   template <bool kFromOutput, class T> FA_HD static T backward(T g, T x, T) {
-    return g * fa_gelu_slope(x);
+    T c = x;  // set by fa_gelu_slope
+    return g * fa_gelu_slope(x, c);
+  }
+  // y = forward(x) and backward<false>(g, x) from one Phi (the gated ops' backward).
+  template <class T> FA_HD static T forward_backward(T g, T x, T, T& y) {
+    T c = x;  // set by fa_gelu_slope
+    T slope = fa_gelu_slope(x, c);
+    y = x * c;
+    return g * slope;
   }
   template <bool kFromOutput, class T> FA_HD static T grad_saved(T g, T x, T) {
     return g * (phi(x) * (T(2) - x * x));
@@ -253,6 +284,15 @@ struct GeluTanh : ActivationBase {
     T e = fa_exp(-fa_select(v < T(0), -v, v));
     T r = T(1) / (T(1) + e);
     T s = fa_select(v < T(0), e, T(1)) * r, c = fa_select(v < T(0), T(1), e) * r;
+    return g * (s + (x * twice_du(x)) * (s * c));
+  }
+  // y = forward(x) and backward<false>(g, x) from one exp (the gated ops' backward).
+  template <class T> FA_HD static T forward_backward(T g, T x, T, T& y) {
+    T v = twice_u(x);
+    T e = fa_exp(-fa_select(v < T(0), -v, v));
+    T r = T(1) / (T(1) + e);
+    T s = fa_select(v < T(0), e, T(1)) * r, c = fa_select(v < T(0), T(1), e) * r;
+    y = x * s;
     return g * (s + (x * twice_du(x)) * (s * c));
   }
   template <bool kFromOutput, class T> FA_HD static T grad_saved(T g, T x, T) {

@@ -41,6 +41,7 @@
 #include <string>
 #include <type_traits>
 
+#include "gated.h"
 #include "op_names.h"
 
 namespace fused_act {
@@ -761,4 +762,217 @@ TORCH_LIBRARY_IMPL(fused_act, CompositeImplicitAutograd, m) {
 }
 TORCH_LIBRARY_IMPL(fused_act, FuncTorchBatchedDecomposition, m) {
   fused_act::autograd_impl::register_composites(m);
+}
+
+// ---- gated operators (gated.h): out = act(u) * v, (u, v) the halves of x along dim ---
+// NAME(x, dim) saves x (no intermediate); NAME_backward(grad, x, dim) writes the gradient
+// of all of x in one kernel and is differentiable:
+//   with respect to grad: the tangent map of NAME, NAME_jvp(x, gg):
+//     out_t = act'(u) * (u_t * v) + act(u) * v_t
+//   with respect to x: NAME_backward_backward(gg, grad, x), (gu, gv) the halves of gg:
+//     u: act''(u) * (gu * grad * v) + act'(u) * (gv * grad),   v: act'(u) * (gu * grad)
+//   (the Hessian of <grad, NAME(x)> is symmetric, so this is also the backward's tangent
+//   for a tangent of x).
+// act' and act'' come from the functor (act'(u) * w: its backward; act''(u) * w: its
+// grad_saved), evaluated on tensors as TV: ATen composites, differentiable and traceable by
+// every torch.func transform.
+namespace fused_act {
+namespace autograd_impl {
+
+template <Gate G> struct GateOf;
+#define FA_GATE_OF(name, F, p, second)                                           \
+  template <> struct GateOf<Gate::name> {                                        \
+    using type = F;                                                              \
+    static constexpr bool kSecond = second;                                      \
+    static constexpr const char* kNodeName = "fused_act::" #name "_Backward";   \
+  };
+FA_FOR_EACH_GATED(FA_GATE_OF)
+#undef FA_GATE_OF
+
+// The (u, v) halves of t along dim (contiguous or not: views).
+inline std::pair<at::Tensor, at::Tensor> gate_halves(const at::Tensor& t, int64_t dim,
+                                                     bool second) {
+  auto c = t.chunk(2, dim);
+  return second ? std::make_pair(c[1], c[0]) : std::make_pair(c[0], c[1]);
+}
+
+// act(u), act'(u) * w and act''(u) * w for gated op G, from the functor (gated.h).
+template <Gate G> struct GateDerivs {
+  using F = typename GateOf<G>::type;
+  double p = gate_param(G);
+  TV act(const TV& u) const { return F::forward(u, TV(p)); }
+  TV d1(const TV& w, const TV& u) const { return F::template backward<false>(w, u, TV(p)); }
+  TV d2(const TV& w, const TV& u) const { return F::template grad_saved<false>(w, u, TV(p)); }
+};
+
+// Runs fn() with TV's constants shaped like `like`.
+template <class Fn> at::Tensor with_tv_like(const at::Tensor& like, Fn&& fn) {
+  const at::Tensor* previous = tv_like;
+  tv_like = &like;
+  at::Tensor out = tv_tensor(fn());
+  tv_like = previous;
+  return out;
+}
+
+template <Gate G> at::Tensor gated_jvp(const at::Tensor& x, const at::Tensor& x_t, int64_t dim) {
+  constexpr bool second = GateOf<G>::kSecond;
+  const auto xs = gate_halves(x, dim, second), ts = gate_halves(x_t, dim, second);
+  const at::Tensor &u = xs.first, &v = xs.second, &ut = ts.first, &vt = ts.second;
+  GateDerivs<G> d;
+  return with_tv_like(u, [&] { return d.d1(TV(ut) * TV(v), TV(u)) + d.act(TV(u)) * TV(vt); });
+}
+
+template <Gate G>
+at::Tensor gated_backward_backward(const at::Tensor& gg, const at::Tensor& grad,
+                                   const at::Tensor& x, int64_t dim) {
+  constexpr bool second = GateOf<G>::kSecond;
+  const auto xs = gate_halves(x, dim, second), gs = gate_halves(gg, dim, second);
+  const at::Tensor &u = xs.first, &v = xs.second, &gu = gs.first, &gv = gs.second;
+  GateDerivs<G> d;
+  at::Tensor du, dv;
+  du = with_tv_like(u, [&] {
+    return d.d2(TV(gu) * TV(grad) * TV(v), TV(u)) + d.d1(TV(gv) * TV(grad), TV(u));
+  });
+  dv = with_tv_like(u, [&] { return d.d1(TV(gu) * TV(grad), TV(u)); });
+  return second ? at::cat({dv, du}, dim) : at::cat({du, dv}, dim);
+}
+
+template <Gate G> const c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, int64_t)>&
+gated_forward_op() {
+  static const auto op = find_op<at::Tensor(const at::Tensor&, int64_t)>(gate_name(G));
+  return op;
+}
+template <Gate G>
+const c10::TypedOperatorHandle<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t)>&
+gated_backward_op() {
+  static const auto op = find_op<at::Tensor(const at::Tensor&, const at::Tensor&, int64_t)>(
+      std::string(gate_name(G)) + "_backward");
+  return op;
+}
+
+template <Gate G> struct GatedNode : public SavedOneNode {
+  GatedNode(const char* name, int64_t dim) : SavedOneNode(name), dim_(dim) {}
+  variable_list apply(variable_list&& grads) override {
+    at::Tensor dx;
+    if (grads[0].defined() && task_should_compute_output(0))
+      dx = gated_backward_op<G>().call(grads[0], saved_.unpack(getptr()), dim_);
+    return {dx};
+  }
+  int64_t dim_;
+};
+
+template <Gate G, class Self>
+struct GatedBackwardFunction : public torch::autograd::Function<Self> {
+  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& grad, const at::Tensor& x,
+                            int64_t dim) {
+    ctx->save_for_backward({grad, x});
+    ctx->saved_data["dim"] = dim;
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    return gated_backward_op<G>().call(grad, x, dim);
+  }
+
+  static variable_list backward(AutogradContext* ctx, variable_list grads) {
+    const auto saved = ctx->get_saved_variables();
+    const int64_t dim = ctx->saved_data["dim"].toInt();
+    const at::Tensor& gg = grads[0];
+    at::Tensor d_grad, d_x;
+    if (ctx->needs_input_grad(0)) d_grad = gated_jvp<G>(saved[1], gg, dim);
+    if (ctx->needs_input_grad(1)) d_x = gated_backward_backward<G>(gg, saved[0], saved[1], dim);
+    return {d_grad, d_x, at::Tensor()};
+  }
+};
+
+}  // namespace autograd_impl
+
+#define FA_GATED_NODES(name, F, p, second)                                              \
+  struct name##_BackwardBackward                                                        \
+      : autograd_impl::GatedBackwardFunction<Gate::name, name##_BackwardBackward> {};
+FA_FOR_EACH_GATED(FA_GATED_NODES)
+#undef FA_GATED_NODES
+
+namespace autograd_impl {
+
+template <Gate G> struct GatedBackwardNode;
+#define FA_GATED_NODE_OF(name, F, p, second) \
+  template <> struct GatedBackwardNode<Gate::name> { using type = name##_BackwardBackward; };
+FA_FOR_EACH_GATED(FA_GATED_NODE_OF)
+#undef FA_GATED_NODE_OF
+
+template <Gate G> at::Tensor gated_autograd(const at::Tensor& x, int64_t dim) {
+  const at::Tensor x_t = tangent(x);
+  at::Tensor y;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    y = gated_forward_op<G>().call(x, dim);
+  }
+  NodeRef node;
+  if (records({&x})) node = make_node<GatedNode<G>>(GateOf<G>::kNodeName, dim);
+  record<GatedNode<G>>(
+      node, x, y,
+      [&] {
+        if (!x_t.defined()) return;
+        at::Tensor y_t = without_forward_ad([&] { return gated_jvp<G>(primal(x), x_t, dim); });
+        y._set_fw_grad(y_t, kLevel, /*is_inplace_op=*/false);
+      },
+      x, /*saved_is_output=*/false);
+  return y;
+}
+
+template <Gate G>
+at::Tensor gated_backward_autograd(const at::Tensor& grad, const at::Tensor& x, int64_t dim) {
+  const at::Tensor g_t = tangent(grad), x_t = tangent(x);
+  at::Tensor dx = without_forward_ad([&] {
+    if (!records({&grad, &x})) {
+      at::AutoDispatchBelowADInplaceOrView below_autograd;
+      return gated_backward_op<G>().call(grad, x, dim);
+    }
+    return GatedBackwardNode<G>::type::apply(grad, x, dim);
+  });
+  if (g_t.defined() || x_t.defined()) {
+    at::Tensor dx_t = without_forward_ad([&] {
+      const at::Tensor g = primal(grad), xp = primal(x);
+      return add_defined(
+          g_t.defined() ? gated_backward_autograd<G>(g_t, xp, dim) : at::Tensor(),
+          x_t.defined() ? gated_backward_backward<G>(x_t, g, xp, dim) : at::Tensor());
+    });
+    dx._set_fw_grad(dx_t, kLevel, false);
+  }
+  return dx;
+}
+
+// The composites take any dim (negative too); the operators check it.
+template <Gate G> at::Tensor gated_jvp_op(const at::Tensor& x, const at::Tensor& x_t, int64_t dim) {
+  return gated_jvp<G>(x, x_t, at::maybe_wrap_dim(dim, x.dim()));
+}
+template <Gate G>
+at::Tensor gated_backward_backward_op(const at::Tensor& gg, const at::Tensor& grad,
+                                      const at::Tensor& x, int64_t dim) {
+  return gated_backward_backward<G>(gg, grad, x, at::maybe_wrap_dim(dim, x.dim()));
+}
+
+void register_gated_composites(torch::Library& m) {
+#define FA_GATED_COMPOSITE(name, F, p, second)                                     \
+  m.impl(#name "_jvp", TORCH_FN(gated_jvp_op<Gate::name>));                        \
+  m.impl(#name "_backward_backward", TORCH_FN(gated_backward_backward_op<Gate::name>));
+  FA_FOR_EACH_GATED(FA_GATED_COMPOSITE)
+#undef FA_GATED_COMPOSITE
+}
+
+}  // namespace autograd_impl
+}  // namespace fused_act
+
+TORCH_LIBRARY_IMPL(fused_act, Autograd, m) {
+  namespace impl = fused_act::autograd_impl;
+  using fused_act::Gate;
+#define FA_GATED_AUTOGRAD(name, F, p, second)                                \
+  m.impl(#name, TORCH_FN(impl::gated_autograd<Gate::name>));                 \
+  m.impl(#name "_backward", TORCH_FN(impl::gated_backward_autograd<Gate::name>));
+  FA_FOR_EACH_GATED(FA_GATED_AUTOGRAD)
+#undef FA_GATED_AUTOGRAD
+}
+TORCH_LIBRARY_IMPL(fused_act, CompositeImplicitAutograd, m) {
+  fused_act::autograd_impl::register_gated_composites(m);
+}
+TORCH_LIBRARY_IMPL(fused_act, FuncTorchBatchedDecomposition, m) {
+  fused_act::autograd_impl::register_gated_composites(m);
 }

@@ -9,6 +9,7 @@
 #include <string>
 
 #include "activations.h"
+#include "gated.h"
 
 namespace fused_act {
 
@@ -35,7 +36,13 @@ namespace fused_act {
                                     int64_t inner, bool log);                             \
   static void softmax_backward_inner(const at::Tensor& g, const at::Tensor& y,            \
                                      const at::Tensor& dx, int64_t n, int64_t inner,      \
-                                     bool log);
+                                     bool log);                                             \
+  /* Gated ops (gated.h): x contiguous [outer, 2, L] (the halves a, b of each row), y and */ \
+  /* g contiguous [outer, L], dx like x. */                                                \
+  static void gated_forward(Gate gate, const at::Tensor& x, const at::Tensor& y,           \
+                            int64_t outer, int64_t half);                                  \
+  static void gated_backward(Gate gate, const at::Tensor& g, const at::Tensor& x,          \
+                             const at::Tensor& dx, int64_t outer, int64_t half);
 
 struct CpuKernels {
   FA_DEVICE_KERNELS

@@ -15,6 +15,7 @@
 
 #include <string>
 
+#include "gated.h"
 #include "op_names.h"
 
 namespace fused_act {
@@ -136,6 +137,27 @@ PyObject* fast_softmax(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   END_HANDLE_TH_ERRORS
 }
 
+// NAME(x: Tensor, dim: int) -> Tensor, the gated operators (gated.h); the operator checks dim.
+template <Gate G>
+PyObject* fast_gated(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  if (nargs != 2 || !PyLong_CheckExact(args[1])) return not_implemented();
+  const at::Tensor* x = fast_tensor(args[0]);
+  if (x == nullptr) return not_implemented();
+  int overflow = 0;
+  const int64_t dim = PyLong_AsLongLongAndOverflow(args[1], &overflow);
+  if (overflow != 0) return not_implemented();  // the caller's check names the problem
+  if (dim == -1 && PyErr_Occurred()) return nullptr;
+  static const auto op = find_op<at::Tensor(const at::Tensor&, int64_t)>(gate_name(G));
+  at::Tensor y;
+  {
+    pybind11::gil_scoped_release no_gil;
+    y = op.call(*x, dim);
+  }
+  return THPVariable_Wrap(std::move(y));
+  END_HANDLE_TH_ERRORS
+}
+
 PyMethodDef methods[] = {
 #define FA_METHOD(name, F)                                                       \
   {#name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(            \
@@ -155,6 +177,12 @@ PyMethodDef methods[] = {
    METH_FASTCALL, "fused_act::" #op " on plain tensors, else NotImplemented"},
     FA_FOR_EACH_WEIGHTED(FA_WEIGHTED_METHOD)
 #undef FA_WEIGHTED_METHOD
+#define FA_GATED_METHOD(name, F, p, second)                                           \
+  {#name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(                 \
+              &fast_gated<Gate::name>)),                                              \
+   METH_FASTCALL, "fused_act::" #name " on a plain tensor, else NotImplemented"},
+    FA_FOR_EACH_GATED(FA_GATED_METHOD)
+#undef FA_GATED_METHOD
     {"softmax", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&fast_softmax)),
      METH_FASTCALL, "fused_act::softmax on a plain tensor, else NotImplemented"},
     {nullptr, nullptr, 0, nullptr}};

@@ -22,6 +22,8 @@ ops = torch.ops.fused_act
 # the library, not restated here) and the weighted ones (FA_FOR_EACH_WEIGHTED).
 ELEMENTWISE_OPS = tuple(ops.activation_names())
 WEIGHTED_OPS = ("prelu", "swish_weighted")
+# The gated operators (csrc/gated.h, FA_FOR_EACH_GATED), asked of the library.
+GATED_OPS = tuple(ops.gated_names())
 
 
 def built_with_cuda() -> bool:
@@ -39,6 +41,13 @@ def _register_fakes():
         torch.library.register_fake(f"fused_act::{name}_backward")(
             lambda grad, x, weight, need_weight_grad: (torch.empty_like(grad),
                                                        torch.empty_like(weight)))
+
+    for name in GATED_OPS:
+        torch.library.register_fake(f"fused_act::{name}")(
+            lambda x, dim, name=name: torch.empty(_halved(name, x, dim), dtype=x.dtype,
+                                                  device=x.device))
+        torch.library.register_fake(f"fused_act::{name}_backward")(
+            lambda grad, x, dim, name=name: _gated_backward_fake(name, grad, x, dim))
 
     # Softmax outputs are contiguous with the input's shape, as torch's (softmax_ops.h).
     torch.library.register_fake("fused_act::softmax")(
@@ -68,6 +77,30 @@ def _weighted_fake(name):
                                f"on {x.device}")
         return torch.empty_like(x)
     return fake
+
+
+def _halved(op, x, dim):
+    """The output shape of gated operator `op` (csrc/gated_ops.h): x's, halved along dim,
+    with the operator's errors."""
+    if x.dim() == 0:
+        raise RuntimeError(f"fused_act::{op}: a 0-dim input cannot be split in two halves "
+                           f"({op} does not support scalars because halving size must be even)")
+    if not -x.dim() <= dim < x.dim():
+        raise IndexError(f"fused_act::{op}: dim {dim} is out of range for a tensor of "
+                         f"{x.dim()} dimension(s) (expected in [{-x.dim()}, {x.dim() - 1}])")
+    d = dim % x.dim()
+    if x.shape[d] % 2 != 0:
+        raise RuntimeError(f"fused_act::{op}: Halving dimension must be even, but dimension "
+                           f"{d} is size {x.shape[d]}")
+    return x.shape[:d] + (x.shape[d] // 2,) + x.shape[d + 1:]
+
+
+def _gated_backward_fake(op, grad, x, dim):
+    if tuple(grad.shape) != tuple(_halved(op, x, dim)):
+        raise RuntimeError(f"fused_act::{op}_backward: grad has shape {list(grad.shape)} but "
+                           f"the output of an input of shape {list(x.shape)} has shape "
+                           f"{list(_halved(op, x, dim))}")
+    return torch.empty(x.shape, dtype=x.dtype, device=x.device)
 
 
 def _softmax_fake(op, x, dim):

@@ -195,3 +195,90 @@ ROWS = (
 )
 
 BY_NAME = {r.name: r for r in ROWS}
+
+
+# ---- gated activations: a, b = input.chunk(2, dim); out = act(a) * b (glu: a * sigmoid(b))
+# Their operators (csrc/gated.h, FA_FOR_EACH_GATED) take (x, dim): from a row, fused_act
+# builds the functional form NAME(input, dim=-1, <params>), the module (with ``dim`` and
+# the params), the converter entry (nn.GLU) and the tests' and benchmark's rows.
+
+@dataclass(frozen=True)
+class GatedRow:
+    name: str                         # fused_act.functional.<name>
+    module: str                       # fused_act.<module>
+    op: Union[str, Tuple[str, Dict[str, str]]]  # as Row.op
+    # torch's own: torch_function(input, dim, **params): fallback and reference
+    torch_function: Callable
+    torch_module: Optional[type]      # the torch.nn class it subclasses and replaces (nn.GLU)
+    params: Tuple[Tuple[str, object], ...] = ()  # (name, default) after `dim`
+    doc: str = ""
+    settings: Tuple[Setting, ...] = (Setting("default"),)
+    composite: Optional[Callable] = None  # the composition a tutorial would write (x -> y)
+    exact: Optional[Callable] = None      # the float64 truth where torch's cancels
+    module_kwargs: Dict = field(default_factory=dict)  # a non-default module config
+
+    @property
+    def ops(self) -> Tuple[str, ...]:
+        return tuple(self.op[1].values()) if isinstance(self.op, tuple) else (self.op,)
+
+
+def _glu(input, dim=-1):
+    return F.glu(input, dim)
+
+
+def _glu_exact(input, dim=-1):
+    # sigmoid(b) = exp(-softplus(-b)): its autograd derivative, exp(-softplus(-b)) *
+    # sigmoid(-b), keeps its precision where sigmoid(b) rounds to 1 (torch's float64 glu
+    # gives 0 for b > 36.7, where the answer is about exp(-b))
+    a, b = input.chunk(2, dim)
+    return a * torch.exp(-F.softplus(-b))
+
+
+def _swiglu(input, dim=-1):
+    a, b = input.chunk(2, dim)
+    return F.silu(a) * b
+
+
+def _geglu(input, dim=-1, approximate="none"):
+    a, b = input.chunk(2, dim)
+    return F.gelu(a, approximate=approximate) * b
+
+
+def _geglu_exact(input, dim=-1, approximate="none"):
+    a, b = input.chunk(2, dim)
+    return _gelu_exact(a, approximate) * b
+
+
+def _reglu(input, dim=-1):
+    a, b = input.chunk(2, dim)
+    return F.relu(a) * b
+
+
+def _halves(x):
+    return x.chunk(2, -1)
+
+
+GATED_ROWS = (
+    GatedRow("glu", "GLU", "glu", _glu, nn.GLU,
+             doc="a * sigmoid(b), where a, b = input.chunk(2, dim) (torch.nn.functional.glu).",
+             composite=lambda x: _halves(x)[0] * torch.sigmoid(_halves(x)[1]),
+             exact=_glu_exact, module_kwargs={"dim": 0}),
+    GatedRow("swiglu", "SwiGLU", "swiglu", _swiglu, None,
+             doc="silu(a) * b, where a, b = input.chunk(2, dim).",
+             composite=lambda x: _halves(x)[0] * torch.sigmoid(_halves(x)[0]) * _halves(x)[1],
+             module_kwargs={"dim": 0}),
+    GatedRow("geglu", "GeGLU", ("approximate", {"none": "geglu", "tanh": "geglu_tanh"}), _geglu,
+             None, params=(("approximate", "none"),),
+             doc="gelu(a, approximate) * b, where a, b = input.chunk(2, dim).",
+             settings=(Setting("default"), Setting("tanh", lambda x: {"approximate": "tanh"})),
+             composite=lambda x: (_halves(x)[0] * 0.5 * (1 + torch.erf(_halves(x)[0]
+                                                                       * 0.7071067811865476))
+                                  * _halves(x)[1]),
+             exact=_geglu_exact, module_kwargs={"dim": 0, "approximate": "tanh"}),
+    GatedRow("reglu", "ReGLU", "reglu", _reglu, None,
+             doc="relu(a) * b, where a, b = input.chunk(2, dim).",
+             composite=lambda x: torch.clamp(_halves(x)[0], min=0) * _halves(x)[1],
+             module_kwargs={"dim": 0}),
+)
+
+GATED_BY_NAME = {r.name: r for r in GATED_ROWS}

@@ -21,6 +21,8 @@ operators with one, and 0.0 by convention there)
   PreluFunction, SwishWeightedFunction:   apply(x, weight)
   SoftmaxFunction, LogSoftmaxFunction:   apply(x, dim)
   MaxoutFunction:                         apply(x, pieces, dim) -> (y, mask of maxima)
+  one per gated operator (GluFunction, SwigluFunction, GegluFunction, GegluTanhFunction,
+  RegluFunction):                          apply(x, dim)
 For an in-place call whose backward reads the input, ``input_copy`` is the input's value
 before the call, taken under autograd (``x.clone()``) so that double backward reaches x
 through it; it is taken automatically when omitted.
@@ -30,7 +32,7 @@ from typing import Dict, Tuple
 import torch
 import torch.autograd.forward_ad as _fwAD
 
-from ._ops import ELEMENTWISE_OPS, WEIGHTED_OPS, ops
+from ._ops import ELEMENTWISE_OPS, GATED_OPS, WEIGHTED_OPS, ops
 
 _RULES: Dict[Tuple[str, float, float, bool], bool] = {}
 
@@ -430,6 +432,90 @@ class MaxoutFunction(torch.autograd.Function):
     def vmap(info, in_dims, x, pieces, dim):
         x = x.movedim(in_dims[0], 0)
         return MaxoutFunction.apply(x, pieces, _batched_dim(dim, x.dim() - 1)), (0, 0)
+# ---- gated operators (glu, swiglu, geglu, geglu_tanh, reglu) ---------------------------
+# The backward saves the input x only.  NAME_backward(grad, x, dim) is linear in grad, and
+# its derivative in grad is the forward's tangent map (NAME_jvp); its derivative in x is
+# the NAME_backward_backward composite, which is also its tangent for a tangent of x.
+
+def _make_gated(op: str):
+    forward_op = getattr(ops, op).default
+    backward_op = getattr(ops, op + "_backward").default
+    jvp_op = getattr(ops, op + "_jvp").default
+    backward_backward_op = getattr(ops, op + "_backward_backward").default
+
+    class Backward(torch.autograd.Function):
+        @staticmethod
+        def forward(grad, x, dim):
+            return backward_op(grad, x, dim)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            grad, x, dim = inputs
+            ctx.save_for_backward(grad, x)
+            ctx.save_for_forward(grad, x)
+            ctx.dim = dim
+
+        @staticmethod
+        def backward(ctx, gg):
+            grad, x = ctx.saved_tensors
+            d_grad = d_x = None
+            if ctx.needs_input_grad[0]:
+                d_grad = jvp_op(x, gg, ctx.dim)
+            if ctx.needs_input_grad[1]:
+                d_x = backward_backward_op(gg, grad, x, ctx.dim)
+            return d_grad, d_x, None
+
+        @staticmethod
+        def jvp(ctx, grad_t, x_t, _):
+            grad, x = ctx.saved_tensors
+            out = None
+            if grad_t is not None:
+                out = Backward.apply(grad_t, x, ctx.dim)
+            if x_t is not None:
+                out = _add(out, backward_backward_op(x_t, grad, x, ctx.dim))
+            return out
+
+        @staticmethod
+        def vmap(info, in_dims, grad, x, dim):
+            grad, x = _front(grad, in_dims[0], info.batch_size), _front(x, in_dims[1], info.batch_size)
+            return Backward.apply(grad, x, _batched_dim(dim, x.dim() - 1)), 0
+
+    Backward.__name__ = Backward.__qualname__ = _camel(op) + "BackwardFunction"
+
+    class Forward(torch.autograd.Function):
+        @staticmethod
+        def forward(x, dim):
+            return forward_op(x, dim)
+
+        @staticmethod
+        def setup_context(ctx, inputs, output):
+            x, dim = inputs
+            ctx.save_for_backward(x)
+            ctx.save_for_forward(x)
+            ctx.dim = dim
+
+        @staticmethod
+        def backward(ctx, grad):
+            (x,) = ctx.saved_tensors
+            return Backward.apply(grad, x, ctx.dim), None
+
+        @staticmethod
+        def jvp(ctx, x_t, _):
+            (x,) = ctx.saved_tensors
+            return jvp_op(x, x_t, ctx.dim)
+
+        @staticmethod
+        def vmap(info, in_dims, x, dim):
+            x = x.movedim(in_dims[0], 0)
+            return Forward.apply(x, _batched_dim(dim, x.dim() - 1)), 0
+
+    Forward.__name__ = Forward.__qualname__ = _camel(op) + "Function"
+    return Forward
+
+
+GATED_FUNCTIONS = {op: _make_gated(op) for op in GATED_OPS}
+# GluFunction, SwigluFunction, GegluFunction, GegluTanhFunction, RegluFunction.
+globals().update({f.__name__: f for f in GATED_FUNCTIONS.values()})
 
 
 def is_transformed(t) -> bool:
@@ -458,4 +544,4 @@ __all__ = [f.__name__ for f in FUNCTIONS.values()] + [
     "PreluFunction", "SwishWeightedFunction",
     "SoftmaxFunction", "LogSoftmaxFunction", "SoftmaxBackwardFunction", "saves_output",
     "MaxoutFunction", "MaxoutBackwardFunction", "MaxoutGatherFunction",
-]
+] + [f.__name__ for f in GATED_FUNCTIONS.values()]

@@ -8,10 +8,12 @@ from torch import nn
 from . import _table, _thirdparty
 from . import modules as M
 
-def _rebuild(cls, row):
+def _rebuild(cls, row, first=()):
     """A function building `cls` from a module of the row's other class, same settings (the
-    settings are the row's params, plus inplace: attributes of the same names on both)."""
-    names = [n for n, _ in row.params] + (["inplace"] if row.inplace else [])
+    settings are `first`, the row's params, plus inplace: attributes of the same names on
+    both)."""
+    names = (list(first) + [n for n, _ in row.params]
+             + (["inplace"] if getattr(row, "inplace", False) else []))
 
     def build(m):
         return cls(**{n: getattr(m, n) for n in names})
@@ -22,6 +24,9 @@ def _rebuild(cls, row):
 # the table's rows (fused_act/_table.py), then the hand-written operators.
 _CONVERTERS = {row.torch_module: _rebuild(getattr(M, row.module), row)
                for row in _table.ROWS if row.torch_module is not None}
+# The gated rows (nn.GLU): the settings are ``dim`` and the row's params.
+_CONVERTERS.update({row.torch_module: _rebuild(getattr(M, row.module), row, ("dim",))
+                    for row in _table.GATED_ROWS if row.torch_module is not None})
 _CONVERTERS.update({
     nn.PReLU: lambda m: _convert_prelu(m, M.PReLU),
     nn.Softmax: lambda m: M.Softmax(m.dim),
@@ -31,6 +36,8 @@ _CONVERTERS.update({
 # fused_act class -> function building the torch.nn module (the inverse of _CONVERTERS).
 _UNCONVERTERS = {getattr(M, row.module): _rebuild(row.torch_module, row)
                  for row in _table.ROWS if row.torch_module is not None}
+_UNCONVERTERS.update({getattr(M, row.module): _rebuild(row.torch_module, row, ("dim",))
+                      for row in _table.GATED_ROWS if row.torch_module is not None})
 _UNCONVERTERS.update({
     M.PReLU: lambda m: _convert_prelu(m, nn.PReLU),
     M.Softmax: lambda m: nn.Softmax(m.dim),
@@ -223,7 +230,7 @@ def _unconvert_lookup(module):
 def convert(model: nn.Module, *, report: bool = False):
     """Replaces every module whose class is exactly one of torch.nn's activations that
     fused_act has (ReLU, ReLU6, LeakyReLU, PReLU, ELU, Sigmoid, Tanh, SiLU, GELU, Mish,
-    Hardswish, Hardsigmoid, SELU, CELU, Softplus, Hardtanh, Softmax, LogSoftmax, and the
+    Hardswish, Hardsigmoid, SELU, CELU, Softplus, Hardtanh, Softmax, LogSoftmax, GLU, and the
     classes given to register_converter) with its fused_act equivalent, keeping its
     settings, its training mode, its hooks and (PReLU) its very weight Parameter.  Classes
     are matched exactly: nn.ReLU6, a subclass of nn.Hardtanh, becomes the fused ReLU6.

@@ -14,7 +14,7 @@ from torch import nn
 
 from . import _C, _compile, _table
 from . import autograd as _ag
-from ._ops import ELEMENTWISE_OPS, WEIGHTED_OPS, built_with_cuda, ops
+from ._ops import ELEMENTWISE_OPS, GATED_OPS, WEIGHTED_OPS, built_with_cuda, ops
 
 # Eager calls on plain float tensors go to _C.NAME: the operator torch.ops.fused_act.NAME
 # (same autograd and kernels) called without torch.ops' generic argument parsing.  It
@@ -27,6 +27,7 @@ _OUT_OF_PLACE = {op: getattr(ops, op).default for op in ELEMENTWISE_OPS}
 _IN_PLACE = {op: getattr(ops, op + "_").default for op in ELEMENTWISE_OPS}
 _WEIGHTED = {op: getattr(ops, op).default for op in WEIGHTED_OPS}
 _SOFTMAX = ops.softmax.default
+_GATED = {op: getattr(ops, op).default for op in GATED_OPS}
 
 
 def _number(name, arg, value):
@@ -231,6 +232,56 @@ def swish(input: torch.Tensor, beta: Union[float, torch.Tensor] = 1.0) -> torch.
     if tensor_beta:
         return _weighted("swish_weighted", "swish", x, b)
     return _elementwise("swish", x, b, 0.0, False)
+
+
+# ---- the gated activations (glu, swiglu, geglu, reglu), from their rows ---------------
+# a, b = input.chunk(2, dim); one kernel reads both halves and writes the output, and the
+# backward writes the gradient of both halves in one pass from the saved input.
+
+def _gated(op, name, x, dim):
+    """Runs gated operator `op` on a checked tensor (the operator checks dim's range)."""
+    if isinstance(dim, bool) or not isinstance(dim, numbers.Integral):
+        raise TypeError(_INT_DIM_ERROR.format(name, type(dim).__name__))
+    dim = int(dim)
+    if not -(2**63) <= dim < 2**63:
+        raise IndexError(f"fused_act::{name}: dim {dim} is out of range for a tensor of "
+                         f"{x.dim()} dimension(s)")
+    if _ag.needs_function(x):
+        return _ag.GATED_FUNCTIONS[op].apply(x, dim)
+    return _GATED[op](x, dim)
+
+
+def _gated_source(row):
+    params = "".join(f", {n}={d!r}" for n, d in row.params)
+    if isinstance(row.op, tuple):
+        param, choices = row.op
+        fast = " else ".join(f"(_C.{op} if {param} == {value!r}" for value, op in choices.items())
+        fast += " else _not_implemented" + ")" * len(choices)
+        op_line = f"    op = _variant({row.name!r}, {param!r}, {param}, {dict(choices)!r})\n"
+    else:
+        fast, op_line = f"_C.{row.op}", f"    op = {row.op!r}\n"
+    torch_args = "".join(f", {n}={n}" for n, _ in row.params)
+    return (f"def {row.name}(input, dim=-1{params}):\n"
+            f"    if not _compiling():\n"
+            f"        y = {fast}(input, dim)\n"
+            f"        if y is not NotImplemented:\n"
+            f"            return y\n"
+            f"{op_line}"
+            f"    x, other = _check({row.name!r}, input, lambda: _torch_{row.name}(input, dim"
+            f"{torch_args}))\n"
+            f"    return other if x is None else _gated(op, {row.name!r}, x, dim)\n")
+
+
+def _define_gated(row, namespace):
+    namespace[f"_torch_{row.name}"] = row.torch_function
+    _compile.define(_gated_source(row), f"functional.{row.name}", namespace)
+    fn = namespace[row.name]
+    fn.__doc__ = row.doc
+    fn.__module__ = __name__
+    return row.name
+
+
+_GENERATED += [_define_gated(_row, globals()) for _row in _table.GATED_ROWS]
 
 
 _INT_DIM_ERROR = "fused_act.{}(): argument 'dim' must be int, not {}"

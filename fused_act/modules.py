@@ -65,6 +65,52 @@ def _define(row):
 _GENERATED = [_define(_row) for _row in _table.ROWS]
 
 
+# ---- the gated activations, generated from their rows (fused_act/_table.py) ----------
+# GLU subclasses nn.GLU (its constructor, ``dim`` and repr); the others are new modules
+# with a ``dim`` (default -1, the last) and the row's params.
+
+def _gated_module_source(row):
+    if isinstance(row.op, tuple):
+        param, choices = row.op
+        script = []
+        for value, op in choices.items():
+            script += [f"if self.{param} == {value!r}:", f"    return _ops.{op}(input, self.dim)"]
+        script += [f"raise RuntimeError('fused_act.{row.name}: {param} must be one of "
+                   f"{', '.join(map(repr, choices)).replace(chr(39), '')}')"]
+    else:
+        script = [f"return _ops.{row.op}(input, self.dim)"]
+    args = "".join(f", self.{n}" for n, _ in row.params)
+    src = f"class {row.module}({'_Base' if row.torch_module is not None else 'nn.Module'}):\n"
+    if row.torch_module is None:
+        params = "".join(f", {n}: {type(d).__name__} = {d!r}" for n, d in row.params)
+        src += (f"    def __init__(self, dim: int = -1{params}):\n"
+                f"        super().__init__()\n"
+                f"        self.dim = dim\n"
+                + "".join(f"        self.{n} = {n}\n" for n, _ in row.params) +
+                f"\n    def extra_repr(self):\n"
+                f"        return f'dim={{self.dim}}"
+                + "".join(f", {n}={{self.{n}!r}}" for n, _ in row.params) + "'\n\n")
+    src += (f"    def forward(self, input):\n"
+            f"        if torch.jit.is_scripting():\n"
+            + "".join(f"            {line}\n" for line in script) +
+            f"        return FA.{row.name}(input, self.dim{args})\n")
+    return src
+
+
+def _define_gated(row):
+    namespace = {"torch": torch, "nn": nn, "FA": FA, "_ops": _ops, "_Base": row.torch_module}
+    _compile.define(_gated_module_source(row), f"modules.{row.module}", namespace)
+    cls = namespace[row.module]
+    cls.__module__ = __name__
+    cls.__doc__ = (f"Drop-in for torch.nn.{row.torch_module.__name__}: "
+                   if row.torch_module is not None else "") + row.doc
+    globals()[row.module] = cls
+    return row.module
+
+
+_GENERATED += [_define_gated(_row) for _row in _table.GATED_ROWS]
+
+
 class PReLU(nn.PReLU):
     def forward(self, input):
         if torch.jit.is_scripting():

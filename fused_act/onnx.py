@@ -29,6 +29,9 @@ What each operator becomes (ONNX opset 18 operators, standard domain):
     maxout(pieces, dim)  Reshape(x, sizes with dim split into (-1, pieces)) then
                          ReduceMax(axis=dim + 1, keepdims=0)  (the sizes from Shape: dynamic
                          dims stay dynamic)
+    glu(dim)             a * Sigmoid(b), where a, b = Split(x, axis=dim, num_outputs=2)
+    swiglu, geglu, geglu_tanh, reglu(dim)
+                         act(a) * b, act as silu, gelu, gelu_tanh and relu above
 
 In-place calls (``inplace=True`` modules, ``relu_``, ...): a functionalized graph would carry
 them as ``auto_functionalized`` nodes, which the ONNX exporter cannot translate.  Building the
@@ -181,8 +184,24 @@ def _translations(op) -> Dict[str, Callable]:
         shape = parts[0] if len(parts) == 1 else op.Concat(*parts, axis=0)
         return op.ReduceMax(op.Reshape(x, shape), op.Constant(value_ints=[d + 1]), keepdims=0)
 
+    def halves(x, dim):
+        a, b = op.Split(x, axis=int(dim), num_outputs=2)
+        return a, b
+
+    def glu(x, dim: int):
+        a, b = halves(x, dim)
+        return op.Mul(a, op.Sigmoid(b))
+
+    def gated(act):
+        def translate(x, dim: int):
+            a, b = halves(x, dim)
+            return op.Mul(act(a, 0.0, 0.0), b)
+        return translate
+
     return {
         "maxout": maxout,
+        "glu": glu, "swiglu": gated(lambda a, p, q: swish(a, 1.0)), "geglu": gated(gelu),
+        "geglu_tanh": gated(gelu_tanh), "reglu": gated(relu),
         "relu": relu, "relu6": relu6, "leaky_relu": leaky_relu, "elu": elu,
         "sigmoid": sigmoid, "tanh": tanh, "swish": swish_float, "gelu": gelu,
         "gelu_tanh": gelu_tanh, "mish": mish, "hardswish": hardswish,
@@ -328,8 +347,23 @@ def _legacy_symbolics():
         shape = parts[0] if len(parts) == 1 else g.op("Concat", *parts, axis_i=0)
         return g.op("ReduceMax", g.op("Reshape", x, shape), axes_i=[d + 1], keepdims_i=0)
 
+    def halves(g, x, dim):
+        return g.op("Split", x, axis_i=sh._get_const(dim, "i", "dim"), outputs=2)
+
+    def gated(act):
+        def translate(g, x, dim):
+            a, b = halves(g, x, dim)
+            return g.op("Mul", act(g, a), b)
+        return translate
+
     return {
         "maxout": maxout,
+        "glu": lambda g, x, dim: (lambda a, b: g.op("Mul", a, g.op("Sigmoid", b)))(
+            *halves(g, x, dim)),
+        "swiglu": gated(lambda g, a: g.op("Mul", a, g.op("Sigmoid", a))),
+        "geglu": gated(lambda g, a: gelu(g, a, None, None)),
+        "geglu_tanh": gated(lambda g, a: gelu_tanh(g, a, None, None)),
+        "reglu": gated(lambda g, a: g.op("Relu", a)),
         "relu": lambda g, x, p, q: g.op("Relu", x),
         "relu6": lambda g, x, p, q: g.op("Clip", x, const(g, 0.0, x), const(g, 6.0, x)),
         "leaky_relu": lambda g, x, p, q: g.op("LeakyRelu", x, alpha_f=scalar(p)),

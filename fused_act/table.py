@@ -1,7 +1,8 @@
 """The table of activations as the tests (their parametrization) and bench/run.py (their
 rows) see it.  The elementwise activations come from their rows in fused_act/_table.py (a new
 activation appears here, and so in the tests and the benchmark, as soon as it has one); the
-weighted ones and the softmax are listed here by hand."""
+weighted ones and the softmax are listed here by hand.  The gated ones (GATED: glu, swiglu,
+geglu, reglu) come from their rows too, apart from ALL: their output is half their input."""
 from dataclasses import dataclass, field
 from typing import Callable, Dict, Optional, Tuple
 
@@ -31,6 +32,9 @@ class Activation:
     # The float64 truth for accuracy tests (torch's own float64 result where None).
     exact: Optional[Callable] = None
     ops: Tuple[str, ...] = ()  # the C++ operators it calls
+    # A gated activation (GATED below): the input is split in two halves along ``dim``
+    # (default -1), so its output is half the input's size.
+    gated: bool = False
 
     @property
     def truth(self) -> Callable:
@@ -126,3 +130,13 @@ MAXOUT = (
                      for where, d in (("dim1", 1), ("last", -1)) for p in (2, 4)),
                _maxout_composite, "mask", module_kwargs={"pieces": 2}, ops=("maxout",)),
 )
+# The gated activations (fused_act/_table.py's GATED_ROWS): a, b = input.chunk(2, dim).
+# Their backward keeps the input.  reference: torch's composition (F.glu, F.silu(a) * b,
+# ...), the torch side of the tests and the benchmark.
+GATED = tuple(
+    Activation(row.name, getattr(FA, row.name), row.torch_function, getattr(M, row.module),
+               row.torch_module, row.settings, row.composite, "input",
+               module_kwargs=row.module_kwargs, exact=row.exact, ops=row.ops, gated=True)
+    for row in _table.GATED_ROWS)
+
+GATED_BY_NAME = {a.name: a for a in GATED}

@@ -442,6 +442,25 @@ def _function_and_reference(name, cls):
     raise AssertionError(f"no table row calls {name}")
 
 
+def _gated_function_and_reference(cls):
+    """Function class of one gated operator, applied along the last dim, and torch's
+    composition for it (the row's float64 truth where it has one)."""
+    from fused_act import _table
+    for row in _table.GATED_ROWS:
+        if isinstance(row.op, tuple):
+            param, choices = row.op
+            variants = [({param: value}, op) for value, op in choices.items()]
+        else:
+            variants = [({}, row.op)]
+        for kwargs, op in variants:
+            if cls is fused_act.autograd.GATED_FUNCTIONS[op]:
+                exact = row.exact or row.torch_function
+                return ((lambda u: cls.apply(u, -1)),
+                        (lambda u: row.torch_function(u, -1, **kwargs)),
+                        (lambda u: exact(u, -1, **kwargs)))
+    raise AssertionError(f"no gated row calls {cls.__name__}")
+
+
 @pytest.mark.parametrize("name", [n for n in fused_act.autograd.__all__ if n.endswith("Function")
                                   and n not in ("SoftmaxBackwardFunction", "MaxoutBackwardFunction",
                                                 "MaxoutGatherFunction")])
@@ -467,6 +486,8 @@ def test_public_function_classes_under_transforms(name):
     elif name == "SwishFunction":
         fn, theirs = (lambda u: cls.apply(u, 1.3, 0.0)), (lambda u: u * torch.sigmoid(1.3 * u))
         exact = theirs
+    elif cls in fused_act.autograd.GATED_FUNCTIONS.values():
+        fn, theirs, exact = _gated_function_and_reference(cls)
     else:
         fn, theirs, exact = _function_and_reference(name, cls)
     t = _input((3, 4), seed=1)

@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "../activations.h"
+#include "../gated.h"
 
 namespace fused_act {
 namespace cpu {
@@ -54,6 +55,14 @@ struct KernelTable {
                                 int64_t inner, int64_t c0, int64_t c1);
   void (*softmax_backward_inner)(Storage st, bool log, const void* g, const void* y, void* dx,
                                  int64_t n, int64_t inner, int64_t c0, int64_t c1);
+  // Gated ops (../gated.h) on n elements of one row: y[i] = act(u[i]) * v[i] from its
+  // halves a, b ((u, v) = (b, a) when the gate is the second half, else (a, b)); and
+  // da, db from the incoming gradient g and the halves.  With nt, da and db use
+  // non-temporal stores only where they sit at the same offset from a vector boundary.
+  void (*gated_forward)(Gate gate, Storage st, const void* a, const void* b, void* y,
+                        int64_t n, bool nt);
+  void (*gated_backward)(Gate gate, Storage st, const void* g, const void* a, const void* b,
+                         void* da, void* db, int64_t n, bool nt);
 };
 
 extern const KernelTable kernels_avx512;

@@ -229,6 +229,113 @@ static void backward_weights(Act act, Storage st, const void* g, const void* x, 
   });
 }
 
+// ---- gated ops (../gated.h) ---------------------------------------------------------
+
+// y = act(u) * v over the n elements of one row's halves a and b.
+template <class GM, bool kSecond, class S>
+static void gated_forward_loop(const S* a, const S* b, S* y, int64_t n, float p, bool nt) {
+  const Vec vp(p);
+  auto f = [&](Vec va, Vec vb) { return kSecond ? GM::forward(vb, va, vp) : GM::forward(va, vb, vp); };
+  write_out(
+      y, n, nt, [&](int64_t i) { return f(load(a + i), load(b + i)); },
+      [&](int64_t i, int64_t len) {
+        return f(load_partial(a + i, len, 0.0f), load_partial(b + i, len, 0.0f));
+      });
+}
+
+// da, db from g and the halves a, b; two vectors per iteration as write_out does.
+template <class GM, bool kSecond, class S>
+static void gated_backward_loop(const S* g, const S* a, const S* b, S* da, S* db, int64_t n,
+                                float p, bool nt) {
+  const Vec vp(p);
+  // (da, db) of the elements [i, i + kLanes), or of the first len of them.
+  auto grads = [&](Vec vg, Vec va, Vec vb, Vec& ra, Vec& rb) {
+    if (kSecond)
+      GM::backward(vg, vb, va, vp, rb, ra);
+    else
+      GM::backward(vg, va, vb, vp, ra, rb);
+  };
+  auto full = [&](int64_t i, Vec& ra, Vec& rb) {
+    grads(load(g + i), load(a + i), load(b + i), ra, rb);
+  };
+  auto part = [&](int64_t i, int64_t len) {
+    Vec ra, rb;
+    grads(load_partial(g + i, len, 0.0f), load_partial(a + i, len, 0.0f),
+          load_partial(b + i, len, 0.0f), ra, rb);
+    store_partial(da + i, len, ra);
+    store_partial(db + i, len, rb);
+  };
+  constexpr uintptr_t kVecBytes = kLanes * sizeof(S);
+  const uintptr_t addr = reinterpret_cast<uintptr_t>(da);
+  int64_t i = 0;
+  if (nt && addr % sizeof(S) == 0 &&
+      (reinterpret_cast<uintptr_t>(db) - addr) % kVecBytes == 0) {
+    const int64_t to_aligned = int64_t((kVecBytes - addr % kVecBytes) % kVecBytes / sizeof(S));
+    const int64_t head = to_aligned < n ? to_aligned : n;
+    if (head > 0) part(0, head);
+    for (i = head; i + 2 * kLanes <= n; i += 2 * kLanes) {
+      Vec a0, b0, a1, b1;
+      full(i, a0, b0);
+      full(i + kLanes, a1, b1);
+      store_nt(da + i, a0);
+      store_nt(db + i, b0);
+      store_nt(da + i + kLanes, a1);
+      store_nt(db + i + kLanes, b1);
+    }
+    for (; i + kLanes <= n; i += kLanes) {
+      Vec a0, b0;
+      full(i, a0, b0);
+      store_nt(da + i, a0);
+      store_nt(db + i, b0);
+    }
+  }
+  for (; i + 2 * kLanes <= n; i += 2 * kLanes) {
+    Vec a0, b0, a1, b1;
+    full(i, a0, b0);
+    full(i + kLanes, a1, b1);
+    store(da + i, a0);
+    store(db + i, b0);
+    store(da + i + kLanes, a1);
+    store(db + i + kLanes, b1);
+  }
+  for (; i + kLanes <= n; i += kLanes) {
+    Vec a0, b0;
+    full(i, a0, b0);
+    store(da + i, a0);
+    store(db + i, b0);
+  }
+  if (i < n) part(i, n - i);
+}
+
+static void gated_forward(Gate gate, Storage st, const void* a, const void* b, void* y,
+                          int64_t n, bool nt) {
+  const float p = float(gate_param(gate));
+  visit_gate(gate, [&](auto tag) {
+    using Tag = decltype(tag);
+    using GM = GatedMath<typename Tag::type>;
+    visit_storage(st, [&](auto t) {
+      using S = typename decltype(t)::type;
+      gated_forward_loop<GM, Tag::gate_is_second_half>(
+          static_cast<const S*>(a), static_cast<const S*>(b), static_cast<S*>(y), n, p, nt);
+    });
+  });
+}
+
+static void gated_backward(Gate gate, Storage st, const void* g, const void* a, const void* b,
+                           void* da, void* db, int64_t n, bool nt) {
+  const float p = float(gate_param(gate));
+  visit_gate(gate, [&](auto tag) {
+    using Tag = decltype(tag);
+    using GM = GatedMath<typename Tag::type>;
+    visit_storage(st, [&](auto t) {
+      using S = typename decltype(t)::type;
+      gated_backward_loop<GM, Tag::gate_is_second_half>(
+          static_cast<const S*>(g), static_cast<const S*>(a), static_cast<const S*>(b),
+          static_cast<S*>(da), static_cast<S*>(db), n, p, nt);
+    });
+  });
+}
+
 }  // namespace FA_CPU_CAP
 }  // namespace cpu
 }  // namespace fused_act
@@ -254,6 +361,8 @@ const KernelTable FA_TABLE_NAME(FA_CPU_CAP) = {
     &FA_CPU_CAP::softmax_backward,
     &FA_CPU_CAP::softmax_forward_inner,
     &FA_CPU_CAP::softmax_backward_inner,
+    &FA_CPU_CAP::gated_forward,
+    &FA_CPU_CAP::gated_backward,
 };
 }  // namespace cpu
 }  // namespace fused_act

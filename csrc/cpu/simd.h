@@ -344,19 +344,27 @@ FA_VINLINE Vec fa_normcdf(Vec xv) {
   return fast;
 }
 
-// Phi(x) + x * phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi): GELU's derivative, with one exp
-// for both terms on the fast path (the scalar form is in activations.h).
-static __attribute__((noinline, cold)) Vec gelu_slope_general(Vec xv) {
-  return fa_normcdf_general(xv) + xv * (fa_gauss(xv) * Vec(kInvSqrt2Pi));
+// Phi(x) + x * phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi): GELU's derivative, and Phi(x) in
+// `cdf`, with one exp for both on the fast path (the scalar form is in activations.h).
+static __attribute__((noinline, cold)) Vec gelu_slope_general(Vec xv, Vec& cdf) {
+  cdf = fa_normcdf_general(xv);
+  return cdf + xv * (fa_gauss(xv) * Vec(kInvSqrt2Pi));
 }
-FA_VINLINE Vec fa_gelu_slope(Vec xv) {
+FA_VINLINE Vec fa_gelu_slope(Vec xv, Vec& cdf) {
   const vf x = xv.v;
   const vf u = (vf)((vi)x & 0x7fffffff);
   vf e;
   const vf h = normcdf_tail_fast(x, u, e);
-  const Vec fast = (x < 0.0f ? h : 1.0f - h) + x * (e * float(kInvSqrt2Pi));
+  const vf c = x < 0.0f ? h : 1.0f - h;
+  const Vec fast = c + x * (e * float(kInvSqrt2Pi));
   const Mask slow = {~(u <= 12.5f)};
-  if (__builtin_expect(any_lane(slow), 0)) return fa_select(slow, gelu_slope_general(xv), fast);
+  if (__builtin_expect(any_lane(slow), 0)) {
+    Vec general_cdf;
+    const Vec general = gelu_slope_general(xv, general_cdf);
+    cdf = fa_select(slow, general_cdf, Vec{c});
+    return fa_select(slow, general, fast);
+  }
+  cdf = Vec{c};
   return fast;
 }
 

@@ -1,4 +1,5 @@
-// CUDA elementwise kernels: one launcher for every activation of activations.h.
+// CUDA elementwise kernels: one launcher for every activation of activations.h (and its
+// row form for the gated ops of gated.h).
 //
 // elementwise_kernel applies an op to kIn inputs and writes kOut outputs per element.
 // The ops below only pick the functor's forward or backward formula; none is restated
@@ -170,6 +171,108 @@ void launch(Ptrs<const scalar_t*, kIn> in, Ptrs<scalar_t*, kOut> out, int64_t n,
     go(elementwise_kernel<kVec, kUnroll, true, kIn, kOut, scalar_t, Op>);
 }
 
+// ---- rows: the same kind of loop over streams that advance by their own pitch ---------
+// Element c of row r of stream j sits at p_j + r * pitch_j + c, for rows x L elements
+// (the gated ops: the halves a, b of row r at x + r * 2L and x + r * 2L + L, the output
+// at y + r * L).  The work is the rows x L elements as one range, kVec elements per
+// access (so rows of few elements still fill the blocks; one row, outer = 1, too).
+// kVec > 1 only when every stream and pitch is 16-byte aligned and kVec divides L (the
+// common case: hidden sizes are multiples of 8); otherwise kVec = 1 (scalar accesses,
+// the same loop).  The row of a vector comes from one multiply-high (FastDivmod) while
+// the number of vectors fits 32 bits, else a 64-bit divide.
+template <int kIn, int kOut>
+struct RowMap {
+  int64_t nvec;         // vectors in all: rows * (L / kVec)
+  int64_t per_row;      // vectors per row: L / kVec
+  FastDivmod by_row;    // division by per_row when !wide
+  bool wide;
+  int64_t pitch_in[kIn], pitch_out[kOut];  // elements between rows, per stream
+};
+
+template <int kVec, int kUnroll, int kIn, int kOut, class scalar_t, class Op>
+__global__ void __launch_bounds__(kThreads)
+    elementwise_rows_kernel(Ptrs<const scalar_t*, kIn> in, Ptrs<scalar_t*, kOut> out,
+                            RowMap<kIn, kOut> map, Op op) {
+  using opmath_t = at::opmath_type<scalar_t>;
+  using P = Pack<scalar_t, kVec>;
+  constexpr int64_t kTile = int64_t(kThreads) * kUnroll;
+  // (row, element within the row) of vector v.
+  auto locate = [&](int64_t v, int64_t& r, int64_t& c) {
+    r = map.wide ? v / map.per_row : int64_t(map.by_row.div(uint32_t(v)));
+    c = (v - r * map.per_row) * kVec;
+  };
+  for (int64_t base = int64_t(blockIdx.x) * kTile; base < map.nvec;
+       base += int64_t(gridDim.x) * kTile) {
+    P a[kUnroll][kIn];
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t v = base + u * kThreads + threadIdx.x;
+      if (v < map.nvec) {
+        int64_t r, c;
+        locate(v, r, c);
+#pragma unroll
+        for (int j = 0; j < kIn; ++j)
+          a[u][j] = load_vec<kVec>(in.p[j] + r * map.pitch_in[j] + c, true);
+      }
+    }
+#pragma unroll
+    for (int u = 0; u < kUnroll; ++u) {
+      const int64_t v = base + u * kThreads + threadIdx.x;
+      if (v < map.nvec) {
+        P res[kOut];
+#pragma unroll
+        for (int k = 0; k < kVec; ++k) {
+          opmath_t args[kIn], o[kOut];
+#pragma unroll
+          for (int j = 0; j < kIn; ++j) args[j] = static_cast<opmath_t>(a[u][j].v[k]);
+          op(args, o);
+#pragma unroll
+          for (int j = 0; j < kOut; ++j) res[j].v[k] = static_cast<scalar_t>(o[j]);
+        }
+        int64_t r, c;
+        locate(v, r, c);
+#pragma unroll
+        for (int j = 0; j < kOut; ++j)
+          store_vec<kVec>(out.p[j] + r * map.pitch_out[j] + c, res[j], true);
+      }
+    }
+  }
+}
+
+template <int kIn, int kOut, class scalar_t, class Op>
+void launch_rows(Ptrs<const scalar_t*, kIn> in, Ptrs<scalar_t*, kOut> out, int64_t rows,
+                 int64_t len, const int64_t (&pitch_in)[kIn], const int64_t (&pitch_out)[kOut],
+                 Op op) {
+  if (rows == 0 || len == 0) return;
+  constexpr int kVec = 16 / sizeof(scalar_t);
+  bool aligned = len % kVec == 0;
+  for (int j = 0; j < kIn; ++j)
+    aligned = aligned && reinterpret_cast<uintptr_t>(in.p[j]) % 16 == 0 && pitch_in[j] % kVec == 0;
+  for (int j = 0; j < kOut; ++j)
+    aligned = aligned && reinterpret_cast<uintptr_t>(out.p[j]) % 16 == 0 &&
+              pitch_out[j] % kVec == 0;
+  auto stream = c10::cuda::getCurrentCUDAStream();
+  constexpr int kUnroll = 4;
+  auto go = [&](auto kernel, int vec) {
+    RowMap<kIn, kOut> map;
+    map.per_row = len / vec;
+    map.nvec = rows * map.per_row;
+    map.wide = map.nvec > int64_t(UINT32_MAX);
+    map.by_row = map.wide ? FastDivmod() : FastDivmod(uint32_t(map.per_row));
+    for (int j = 0; j < kIn; ++j) map.pitch_in[j] = pitch_in[j];
+    for (int j = 0; j < kOut; ++j) map.pitch_out[j] = pitch_out[j];
+    cuda_detail::check_device_once(reinterpret_cast<const void*>(kernel));
+    const int64_t tiles = (map.nvec + kThreads * kUnroll - 1) / (kThreads * kUnroll);
+    const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(tiles, max_blocks()));
+    kernel<<<blocks, kThreads, 0, stream>>>(in, out, map, op);
+    C10_CUDA_KERNEL_LAUNCH_CHECK();
+  };
+  if (aligned)
+    go(elementwise_rows_kernel<kVec, kUnroll, kIn, kOut, scalar_t, Op>, kVec);
+  else
+    go(elementwise_rows_kernel<1, kUnroll, kIn, kOut, scalar_t, Op>, 1);
+}
+
 // ---- the ops: which formula of the functor ------------------------------------------
 
 // Both scalar parameters (p, q), through Params<F> (activations.h).
@@ -186,6 +289,26 @@ struct BackwardOp {
   T p, q;
   __device__ __forceinline__ void operator()(const T (&a)[2], T (&r)[1]) const {
     r[0] = Params<F>::template backward<kFromOutput>(a[0], a[1], p, q);
+  }
+};
+
+// The gated ops (../gated.h): inputs (a, b) -> y; backward (g, a, b) -> (da, db).
+template <class GM, bool kSecond, class T>
+struct GatedForwardOp {
+  T p;
+  __device__ __forceinline__ void operator()(const T (&a)[2], T (&r)[1]) const {
+    r[0] = kSecond ? GM::forward(a[1], a[0], p) : GM::forward(a[0], a[1], p);
+  }
+};
+
+template <class GM, bool kSecond, class T>
+struct GatedBackwardOp {
+  T p;
+  __device__ __forceinline__ void operator()(const T (&a)[3], T (&r)[2]) const {
+    if (kSecond)
+      GM::backward(a[0], a[2], a[1], p, r[1], r[0]);
+    else
+      GM::backward(a[0], a[1], a[2], p, r[0], r[1]);
   }
 };
 
@@ -514,6 +637,41 @@ void CudaKernels::weighted_backward(Act act, const at::Tensor& g, const at::Tens
     });
   });
   if (dw.defined()) dw.copy_(acc.view(dw.sizes()));
+}
+
+void CudaKernels::gated_forward(Gate gate, const at::Tensor& x, const at::Tensor& y,
+                                int64_t outer, int64_t half) {
+  c10::cuda::CUDAGuard guard(x.device());
+  visit_gate(gate, [&](auto tag) {
+    using Tag = decltype(tag);
+    using GM = GatedMath<typename Tag::type>;
+    FA_DISPATCH_FLOATING(x.scalar_type(), [&] {
+      using T = at::opmath_type<scalar_t>;
+      const scalar_t* xp = x.const_data_ptr<scalar_t>();
+      Ptrs<const scalar_t*, 2> in{{xp, xp + half}};
+      Ptrs<scalar_t*, 1> out{{y.mutable_data_ptr<scalar_t>()}};
+      launch_rows<2, 1>(in, out, outer, half, {2 * half, 2 * half}, {half},
+                        GatedForwardOp<GM, Tag::gate_is_second_half, T>{T(gate_param(gate))});
+    });
+  });
+}
+
+void CudaKernels::gated_backward(Gate gate, const at::Tensor& g, const at::Tensor& x,
+                                 const at::Tensor& dx, int64_t outer, int64_t half) {
+  c10::cuda::CUDAGuard guard(x.device());
+  visit_gate(gate, [&](auto tag) {
+    using Tag = decltype(tag);
+    using GM = GatedMath<typename Tag::type>;
+    FA_DISPATCH_FLOATING(x.scalar_type(), [&] {
+      using T = at::opmath_type<scalar_t>;
+      const scalar_t* xp = x.const_data_ptr<scalar_t>();
+      scalar_t* dp = dx.mutable_data_ptr<scalar_t>();
+      Ptrs<const scalar_t*, 3> in{{g.const_data_ptr<scalar_t>(), xp, xp + half}};
+      Ptrs<scalar_t*, 2> out{{dp, dp + half}};
+      launch_rows<3, 2>(in, out, outer, half, {half, 2 * half, 2 * half}, {2 * half, 2 * half},
+                        GatedBackwardOp<GM, Tag::gate_is_second_half, T>{T(gate_param(gate))});
+    });
+  });
 }
 
 }  // namespace fused_act
