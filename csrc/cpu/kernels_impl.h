@@ -230,12 +230,19 @@ static void backward_weights(Act act, Storage st, const void* g, const void* x, 
 }
 
 // ---- gated ops (../gated.h) ---------------------------------------------------------
+// The loops' lambdas return two vectors through references: without this GCC may keep
+// them out of line, a call and a round trip through memory per vector.
+#if defined(__GNUC__)
+#define FA_LAMBDA_INLINE __attribute__((always_inline))
+#else
+#define FA_LAMBDA_INLINE
+#endif
 
 // y = act(u) * v over the n elements of one row's halves a and b.
 template <class GM, bool kSecond, class S>
 static void gated_forward_loop(const S* a, const S* b, S* y, int64_t n, float p, bool nt) {
   const Vec vp(p);
-  auto f = [&](Vec va, Vec vb) { return kSecond ? GM::forward(vb, va, vp) : GM::forward(va, vb, vp); };
+  auto f = [&](Vec va, Vec vb) FA_LAMBDA_INLINE { return kSecond ? GM::forward(vb, va, vp) : GM::forward(va, vb, vp); };
   write_out(
       y, n, nt, [&](int64_t i) { return f(load(a + i), load(b + i)); },
       [&](int64_t i, int64_t len) {
@@ -249,13 +256,13 @@ static void gated_backward_loop(const S* g, const S* a, const S* b, S* da, S* db
                                 float p, bool nt) {
   const Vec vp(p);
   // (da, db) of the elements [i, i + kLanes), or of the first len of them.
-  auto grads = [&](Vec vg, Vec va, Vec vb, Vec& ra, Vec& rb) {
+  auto grads = [&](Vec vg, Vec va, Vec vb, Vec& ra, Vec& rb) FA_LAMBDA_INLINE {
     if (kSecond)
       GM::backward(vg, vb, va, vp, rb, ra);
     else
       GM::backward(vg, va, vb, vp, ra, rb);
   };
-  auto full = [&](int64_t i, Vec& ra, Vec& rb) {
+  auto full = [&](int64_t i, Vec& ra, Vec& rb) FA_LAMBDA_INLINE {
     grads(load(g + i), load(a + i), load(b + i), ra, rb);
   };
   auto part = [&](int64_t i, int64_t len) {
