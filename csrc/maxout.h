@@ -53,6 +53,16 @@ template <> struct MaxoutWord<2> { using type = uint16_t; };
 template <> struct MaxoutWord<4> { using type = uint32_t; };
 template <> struct MaxoutWord<8> { using type = uint64_t; };
 
+// Calls fn(MaxoutWord<B>{}) with the word size of `pieces` (host code of both devices).
+template <class Fn> void visit_word(int64_t pieces, Fn&& fn) {
+  switch (maxout_word_bytes(pieces)) {
+    case 1: fn(MaxoutWord<1>{}); return;
+    case 2: fn(MaxoutWord<2>{}); return;
+    case 4: fn(MaxoutWord<4>{}); return;
+    default: fn(MaxoutWord<8>{}); return;
+  }
+}
+
 // One output: x points at its piece 0 (pieces at stride `inner`), mask (null: not
 // wanted) at its word 0 (words at stride `inner`).  T: the math type, S: storage, M: word.
 template <class T, class S, class M>

@@ -75,15 +75,6 @@ int64_t tasks_of(const MaxoutShape& s) {
   return (units + grain - 1) / grain;
 }
 
-template <class Fn> void visit_word(int64_t pieces, Fn&& fn) {
-  switch (maxout_word_bytes(pieces)) {
-    case 1: fn(MaxoutWord<1>{}); return;
-    case 2: fn(MaxoutWord<2>{}); return;
-    case 4: fn(MaxoutWord<4>{}); return;
-    default: fn(MaxoutWord<8>{}); return;
-  }
-}
-
 template <class T> char* at_byte(const at::Tensor& t, int64_t elems) {
   return static_cast<char*>(t.data_ptr()) + elems * t.element_size();
 }

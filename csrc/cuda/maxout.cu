@@ -68,15 +68,6 @@ int64_t blocks_for(int64_t n) {
   return std::max<int64_t>(1, std::min<int64_t>((n + kThreads - 1) / kThreads, most));
 }
 
-template <class Fn> void visit_word(int64_t pieces, Fn&& fn) {
-  switch (maxout_word_bytes(pieces)) {
-    case 1: fn(MaxoutWord<1>{}); return;
-    case 2: fn(MaxoutWord<2>{}); return;
-    case 4: fn(MaxoutWord<4>{}); return;
-    default: fn(MaxoutWord<8>{}); return;
-  }
-}
-
 #define FA_DISPATCH_MAXOUT(TYPE, ...) \
   AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, TYPE, "fused_act_maxout", __VA_ARGS__)
 
