@@ -152,6 +152,15 @@ def _variant(name, param, value, choices):
     return op
 
 
+def _variant_source(row):
+    """For a row whose string parameter picks the operator (GELU's approximate): the fast
+    entry point's expression and the line that names the operator for the other paths."""
+    param, choices = row.op
+    fast = " else ".join(f"(_C.{op} if {param} == {value!r}" for value, op in choices.items())
+    fast += " else _not_implemented" + ")" * len(choices)
+    return fast, f"    op = _variant({row.name!r}, {param!r}, {param}, {dict(choices)!r})\n"
+
+
 def _function_source(row):
     params = "".join(f", {n}={d!r}" for n, d in row.params)
     if row.inplace:
@@ -163,10 +172,7 @@ def _function_source(row):
     p_fast, p_check = scalar("p", row.p)
     q_fast, q_check = scalar("q", row.q)
     if isinstance(row.op, tuple):
-        param, choices = row.op
-        fast = " else ".join(f"(_C.{op} if {param} == {value!r}" for value, op in choices.items())
-        fast += " else _not_implemented" + ")" * len(choices)
-        op_line = f"    op = _variant({row.name!r}, {param!r}, {param}, {dict(choices)!r})\n"
+        fast, op_line = _variant_source(row)
     else:
         fast = f"(_C.{row.op}_ if inplace else _C.{row.op})" if row.inplace else f"_C.{row.op}"
         op_line = f"    op = {row.op!r}\n"
@@ -254,10 +260,7 @@ def _gated(op, name, x, dim):
 def _gated_source(row):
     params = "".join(f", {n}={d!r}" for n, d in row.params)
     if isinstance(row.op, tuple):
-        param, choices = row.op
-        fast = " else ".join(f"(_C.{op} if {param} == {value!r}" for value, op in choices.items())
-        fast += " else _not_implemented" + ")" * len(choices)
-        op_line = f"    op = _variant({row.name!r}, {param!r}, {param}, {dict(choices)!r})\n"
+        fast, op_line = _variant_source(row)
     else:
         fast, op_line = f"_C.{row.op}", f"    op = {row.op!r}\n"
     torch_args = "".join(f", {n}={n}" for n, _ in row.params)
