@@ -145,7 +145,15 @@ def test_extreme_values(act, setting, dtype, device):
     x_ref = x.to(ref_dtype)
     ref = act.truth if dtype == torch.float64 else act.reference
     y_ref, grads_ref = _run(ref, x_ref, _kwargs(setting, x, ref_dtype), grad.to(ref_dtype))
-    close(y, y_ref.to(dtype), msg="forward")
+    y_ref = y_ref.to(dtype)
+    # Where torch's own result is not finite, fused_act may give torch's value or the
+    # float64 truth rounded to the dtype: torch's float32 GELU overflows an intermediate on
+    # some instruction sets only (its AVX-512 kernel gives gelu(3e38) = inf, gelu(inf) = nan).
+    truth = _run(act.truth, x.double(), _kwargs(setting, x, torch.float64),
+                 grad.double())[0].to(dtype)
+    same = (y == y_ref) | (y.isnan() & y_ref.isnan())
+    y_ref = torch.where(torch.isfinite(y_ref) | same, y_ref, truth)
+    close(y, y_ref, msg="forward")
     g, g_ref = grads[0], grads_ref[0].to(dtype)
     if act.saves == "output" and ref_dtype != dtype:
         # The backward reads the output rounded to the dtype, as torch's own does: compare
