@@ -364,7 +364,6 @@ FA_VINLINE Vec normcdf_rational(Vec xv) {
 }
 
 #if (FA_VEC_BYTES == 32 && defined(FA_HAVE_AVX2)) || (FA_VEC_BYTES == 64 && defined(FA_HAVE_AVX512))
-#define FA_NORMCDF_TABLE 1
 // Phi(-u) for u = |x| < 3.75 from eight polynomials of degree 6, one per interval of width
 // 1/2: entry i = round(2u), evaluated at t = 2u - i in [-1/2, 1/2] (exact: 2u and i are
 // within a factor of two).  Row k holds the coefficient of t^k of every entry, so a lane's
