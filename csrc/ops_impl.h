@@ -152,7 +152,8 @@ struct Ops {
     TORCH_CHECK(g.sizes() == x.sizes(), "fused_act::", op, ": grad has shape ", g.sizes(),
                 " but the input has shape ", x.sizes());
     at::Tensor dx = at::empty_like(g);
-    at::Tensor dw = at::zeros_like(w);
+    // (written whole by the kernel when it is asked for)
+    at::Tensor dw = need_weight_grad && x.numel() != 0 ? at::empty_like(w) : at::zeros_like(w);
     if (x.numel() == 0) return {dx, dw};
     at::Tensor dw_arg = need_weight_grad ? dw : at::Tensor();
     if (flat_ok({&g, &x, &dx})) {

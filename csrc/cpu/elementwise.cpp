@@ -3,11 +3,14 @@
 // (kernels_impl.h).  float64 runs the same functors on scalars.  The math is in
 // activations.h; nothing here restates a formula.
 #include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <c10/util/Exception.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cstring>
+#include <memory>
 #include <cstdlib>
 #include <fstream>
 #include <initializer_list>
@@ -99,42 +102,76 @@ void for_each_weight_run(int64_t begin, int64_t end, int64_t inner, int64_t chan
   }
 }
 
-// Weights that change every few elements (inner < kShortRun: PReLU on (N, C) inputs,
-// channels-last or small feature maps) go to the kernels with one weight per element.
-// The weight of flat offset o repeats with period inner * channels; pieces of up to
-// kPiece elements read it from the pattern at phase o % period, kept small enough to stay
-// in L1 next to the streamed data.
+// Weights that change every few elements (PReLU on (N, C) inputs, channels-last or small
+// feature maps) go to the kernels with one weight per element: one kernel call per run of
+// one weight costs about as much as a few hundred elements.  The weight of flat offset o
+// repeats with period inner * channels; pieces of up to kPiece elements read it from the
+// pattern at phase o % period.  Runs shorter than kShortRun always take the pattern; runs
+// up to kMediumRun take it while it is small enough to stay in L1/L2 next to the streamed
+// data (beyond that it would add a third stream to memory).
 constexpr int64_t kShortRun = 64;
+constexpr int64_t kMediumRun = 1024;
+constexpr int64_t kSmallPattern = int64_t(1) << 14;
 constexpr int64_t kPiece = kWeightPiece;
 
 struct WeightPattern {
   int64_t period = 0;
-  std::vector<float> w;  // the weights of phases [0, period + kPiece)
+  int64_t size = 0;                // period + kPiece
+  std::unique_ptr<float[]> w;      // the weights of phases [0, size)
+  const float* data() const { return w.get(); }
 };
 
 bool short_runs(int64_t inner, int64_t channels) {
-  return channels > 1 && inner < kShortRun && inner * channels <= (int64_t(1) << 22);
+  if (channels <= 1 || inner >= kMediumRun) return false;
+  const int64_t period = inner * channels;
+  return period <= (inner < kShortRun ? (int64_t(1) << 22) : kSmallPattern);
 }
 
 WeightPattern weight_pattern(const double* wp, int64_t inner, int64_t channels) {
   WeightPattern pat;
   pat.period = inner * channels;
-  pat.w.resize(pat.period + kPiece);
-  float* out = pat.w.data();
-  for (int64_t c = 0; c < channels; ++c)
-    std::fill(out + c * inner, out + (c + 1) * inner, float(wp[c]));
-  for (int64_t j = pat.period; j < int64_t(pat.w.size()); ++j) out[j] = out[j - pat.period];
+  pat.size = pat.period + kPiece;
+  pat.w.reset(new float[pat.size]);  // written whole below
+  float* out = pat.w.get();
+  if (inner == 1) {
+    for (int64_t c = 0; c < channels; ++c) out[c] = float(wp[c]);
+  } else {
+    for (int64_t c = 0; c < channels; ++c) std::fill_n(out + c * inner, inner, float(wp[c]));
+  }
+  // The rest repeats the first period: copies of what is written so far, each twice as long.
+  for (int64_t j = pat.period; j < pat.size;) {
+    const int64_t len = std::min(j, pat.size - j);
+    std::memcpy(out + j, out, size_t(len) * sizeof(float));
+    j += len;
+  }
   return pat;
 }
 
-// dw = the per-block partial sums (blocks x channels, in block order) summed per channel.
+// The weights (0-d or 1-D, any float dtype and stride) as opmath values, read in place: a
+// tensor conversion here would cost more than the whole kernel on a small input.
+std::vector<double> weights_of(const at::Tensor& w) {
+  std::vector<double> out(w.numel());
+  const int64_t stride = w.dim() == 0 ? 0 : w.stride(0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, w.scalar_type(), "fused_act weights",
+                                  [&] {
+    const scalar_t* p = w.const_data_ptr<scalar_t>();
+    for (int64_t i = 0; i < int64_t(out.size()); ++i) out[i] = double(p[i * stride]);
+  });
+  return out;
+}
+
+// dw = the per-block partial sums (blocks x channels, in block order) summed per channel,
+// rounded once to dw's dtype.
 void write_weight_grad(const std::vector<double>& partial, int64_t channels,
                        const at::Tensor& dw) {
   std::vector<double> total(channels, 0.0);
   for (size_t i = 0; i < partial.size(); ++i) total[i % channels] += partial[i];
-  at::Tensor t = at::empty({channels}, dw.options().dtype(at::kDouble));
-  std::copy(total.begin(), total.end(), t.mutable_data_ptr<double>());
-  dw.copy_(t.view(dw.sizes()));
+  const int64_t stride = dw.dim() == 0 ? 0 : dw.stride(0);
+  AT_DISPATCH_FLOATING_TYPES_AND2(at::kHalf, at::kBFloat16, dw.scalar_type(),
+                                  "fused_act weight grad", [&] {
+    scalar_t* p = dw.mutable_data_ptr<scalar_t>();
+    for (int64_t i = 0; i < channels; ++i) p[i * stride] = scalar_t(total[i]);
+  });
 }
 
 template <class Fn> void visit_weighted(Act act, Fn&& fn) {
@@ -360,8 +397,8 @@ void CpuKernels::weighted_forward(Act act, const at::Tensor& x, const at::Tensor
                                   const at::Tensor& y, int64_t inner, int64_t channels) {
   const int64_t n = x.numel();
   // The weights as opmath values, read once.
-  const at::Tensor wd = w.to(at::kDouble).contiguous();
-  const double* wp = wd.const_data_ptr<double>();
+  const std::vector<double> weights = weights_of(w);
+  const double* wp = weights.data();
   if (x.scalar_type() == at::kDouble) {
     visit_weighted(act, [&](auto a) {
       using F = typename decltype(a)::type;
@@ -382,7 +419,7 @@ void CpuKernels::weighted_forward(Act act, const at::Tensor& x, const at::Tensor
     const WeightPattern pat = weight_pattern(wp, inner, channels);
     at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
       k->forward_weights(act, st, at_offset<const void>(x, b), at_offset<void>(y, b),
-                         pat.w.data(), pat.period, b % pat.period, e - b, nt);
+                         pat.data(), pat.period, b % pat.period, e - b, nt);
       if (nt) nontemporal_fence();
     });
     return;
@@ -401,8 +438,8 @@ void CpuKernels::weighted_backward(Act act, const at::Tensor& g, const at::Tenso
                                    int64_t inner, int64_t channels) {
   const int64_t n = x.numel();
   const bool need_wgrad = dw.defined();
-  const at::Tensor wd = w.to(at::kDouble).contiguous();
-  const double* wp = wd.const_data_ptr<double>();
+  const std::vector<double> weights = weights_of(w);
+  const double* wp = weights.data();
   // Both paths below sum the weight gradient in fixed blocks, each with its own partial
   // sums per channel, added in block order at the end: the result does not depend on the
   // number of threads.
@@ -420,18 +457,26 @@ void CpuKernels::weighted_backward(Act act, const at::Tensor& g, const at::Tenso
     const int64_t nblk = (pieces + per_block - 1) / per_block;
     std::vector<double> part(need_wgrad ? nblk * channels : 0, 0.0);
     at::parallel_for(0, nblk, 1, [&](int64_t bb, int64_t be) {
-      std::vector<float> acc(need_wgrad ? pat.w.size() : 0);
+      std::vector<float> acc(need_wgrad ? pat.size : 0);
       for (int64_t blk = bb; blk < be; ++blk) {
         std::fill(acc.begin(), acc.end(), 0.0f);
         const int64_t b = blk * per_block * kPiece, e = std::min(n, b + per_block * kPiece);
         k->backward_weights(act, st, at_offset<const void>(g, b), at_offset<const void>(x, b),
-                            at_offset<void>(dx, b), pat.w.data(),
+                            at_offset<void>(dx, b), pat.data(),
                             need_wgrad ? acc.data() : nullptr, pat.period, b % pat.period,
                             e - b, nt);
         if (need_wgrad) {
           double* pc = part.data() + blk * channels;
-          for (int64_t j = 0; j < int64_t(acc.size()); ++j)
-            pc[(j % pat.period) / inner] += acc[j];
+          for (int64_t base = 0; base < pat.size; base += pat.period) {
+            const float* a = acc.data() + base;
+            const int64_t end = std::min(pat.period, pat.size - base);
+            for (int64_t c = 0, j = 0; j < end; ++c) {
+              const int64_t stop = std::min(end, j + inner);
+              double sum = 0.0;
+              for (; j < stop; ++j) sum += a[j];
+              pc[c] += sum;
+            }
+          }
         }
       }
       if (nt) nontemporal_fence();
