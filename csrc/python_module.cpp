@@ -57,6 +57,19 @@ bool autocasting(const at::Tensor& t) {
                      : at::autocast::is_autocast_enabled(at::kCPU);
 }
 
+// An exact Python int that fits int64_t; false (the caller answers NotImplemented, and
+// fused_act.functional's checks name the problem) otherwise.
+bool exact_int(PyObject* obj, int64_t& out) {
+  if (!PyLong_CheckExact(obj)) return false;
+  int overflow = 0;
+  out = PyLong_AsLongLongAndOverflow(obj, &overflow);
+  if (out == -1 && PyErr_Occurred()) {
+    PyErr_Clear();
+    return false;
+  }
+  return overflow == 0;
+}
+
 PyObject* not_implemented() {
   Py_INCREF(Py_NotImplemented);
   return Py_NotImplemented;
@@ -158,6 +171,24 @@ PyObject* fast_gated(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   END_HANDLE_TH_ERRORS
 }
 
+// maxout(x: Tensor, pieces: int, dim: int) -> Tensor; the operator checks pieces and dim.
+PyObject* fast_maxout(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
+  HANDLE_TH_ERRORS
+  int64_t pieces = 0, dim = 0;
+  if (nargs != 3 || !exact_int(args[1], pieces) || !exact_int(args[2], dim))
+    return not_implemented();
+  const at::Tensor* x = fast_tensor(args[0]);
+  if (x == nullptr) return not_implemented();
+  static const auto op = find_op<at::Tensor(const at::Tensor&, int64_t, int64_t)>("maxout");
+  at::Tensor y;
+  {
+    pybind11::gil_scoped_release no_gil;
+    y = op.call(*x, pieces, dim);
+  }
+  return THPVariable_Wrap(std::move(y));
+  END_HANDLE_TH_ERRORS
+}
+
 PyMethodDef methods[] = {
 #define FA_METHOD(name, F)                                                       \
   {#name, reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(            \
@@ -185,6 +216,8 @@ PyMethodDef methods[] = {
 #undef FA_GATED_METHOD
     {"softmax", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&fast_softmax)),
      METH_FASTCALL, "fused_act::softmax on a plain tensor, else NotImplemented"},
+    {"maxout", reinterpret_cast<PyCFunction>(reinterpret_cast<void (*)()>(&fast_maxout)),
+     METH_FASTCALL, "fused_act::maxout on a plain tensor, else NotImplemented"},
     {nullptr, nullptr, 0, nullptr}};
 
 }  // namespace

@@ -364,11 +364,10 @@ def maxout(input: torch.Tensor, pieces: int, dim: int = 1) -> torch.Tensor:
     among tied maxima, NaN for a whole group whose max is NaN.  The backward keeps one bit
     per piece (which pieces attain the max), not the input."""
     # Eager calls on plain float tensors: straight to the operator (its C++ autograd).
-    if (type(input) is torch.Tensor and type(pieces) is int and type(dim) is int
-            and input.dtype in _FLOAT_DTYPES and input.layout == torch.strided
-            and (input.is_cpu or (input.is_cuda and _BUILT_WITH_CUDA)) and not input.is_nested
-            and not _compiling() and not _ag.is_transformed(input)):
-        return _MAXOUT(input, pieces, dim)
+    if not _compiling():
+        y = _C.maxout(input, pieces, dim)
+        if y is not NotImplemented:
+            return y
     pieces = _maxout_int("maxout", "pieces", pieces)
     dim = _maxout_int("maxout", "dim", dim)
     if pieces < 1:
