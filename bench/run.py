@@ -519,9 +519,11 @@ def main(argv=None):
     print(report.header(env), flush=True)
     if args.ort and not use_ort:
         print(f"note: ONNX Runtime left out: {ortbench.why_not(device, dtype)}", flush=True)
-    # The MLP builds a model of the module between Linear layers of fixed widths: not for
-    # the ops that change the width (gated ops halve their input, maxout divides it).
-    mlp_acts = [a for a in acts if not is_gated(a) and not changes_shape(a)]
+    # The MLP builds a model of torch's module between Linear layers of fixed widths: not
+    # for the ops that change the width (gated ops halve their input, maxout divides it)
+    # nor for those torch has no module of (relu_squared: a composition there).
+    mlp_acts = [a for a in acts if not is_gated(a) and not changes_shape(a)
+                and getattr(a, "torch_module", None) is not None]
     total = (len(jobs) * len(sizes) + (len(mlp_acts) if args.mlp else 0)
              + (len(args.models) if args.mlp else 0))
     progress = _Progress(total, "bench")

@@ -81,8 +81,11 @@ const KernelTable* streaming_kernels(Storage st);
 // run it get: their share of each cache level, see elementwise.cpp), the output would
 // leave the cache before anyone reads it, and a non-temporal store saves the read of each
 // output line that a cached store makes first: a third of the traffic of a one-in-one-out
-// kernel.
-bool nontemporal_output(int64_t traffic_bytes, int64_t tasks);
+// kernel.  Given the output's memory (out, out_bytes), the default rule also keeps cached
+// stores for an output whose pages are still untouched (fresh from the OS, see
+// elementwise.cpp).
+bool nontemporal_output(int64_t traffic_bytes, int64_t tasks, const void* out = nullptr,
+                        int64_t out_bytes = 0);
 
 // Orders the non-temporal stores this thread made before its later stores (an sfence on
 // x86; nothing where the kernels make none): called once at the end of a thread's share
