@@ -3,12 +3,15 @@
     python tools/readme_tables.py bench/results/cpu-float32.json --sizes 2^20,2^22
     python tools/readme_tables.py RUN.json --style targets      # with fused_act's spread
     python tools/readme_tables.py RUN.json --below               # rows under 1.0x torch
+    python tools/readme_tables.py ONE.json TWO.json --style ratios --labels "1 thread,2 threads"
 
 default: per size, one row per op: forward and backward time of fused_act and torch, and
 fused_act's speedup against torch and every other competitor of the run (composite,
 compiled, onnxruntime).  targets: fused_act's time with its spread (half the min-max
 range of its samples), torch's, and the ratio.  --below: every (op, size, phase) whose
-median ratio is under 1.0x, with both spreads.
+median ratio is under 1.0x, with both spreads.  ratios: one row per (op, size), a cell per
+(run, phase): torch's time / fused_act's and fused_act's spread, for runs of the same
+sizes in other configurations (threads, instruction sets).
 """
 import argparse
 import json
@@ -90,6 +93,23 @@ def targets_table(idx, size, phases):
     return "\n".join(lines)
 
 
+def ratios_table(idxs, labels, sizes, phases):
+    head = ["op", "elements"] + [f"{phase}, {lab}" for lab in labels for phase in phases]
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join(["---"] * len(head)) + "|"]
+    ops = [lab for (lab, s, p) in idxs[0] if s == sizes[0] and p == phases[0]]
+    for op in ops:
+        for size in sizes:
+            cells = [op, size_label(size)]
+            for idx in idxs:
+                for phase in phases:
+                    impls = idx.get((op, size, phase), {})
+                    r = ratio(impls, "torch")
+                    cells.append("-" if r is None else
+                                 f"{r:.2f}x ±{spread(impls['fused_act']) * 100:.0f}%")
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def below(idx):
     out = []
     for (lab, size, phase), impls in idx.items():
@@ -104,21 +124,29 @@ def below(idx):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("json")
+    p.add_argument("json", nargs="+")
     p.add_argument("--sizes", default=None, help="comma-separated, e.g. 2^20,2^22 (default: all)")
     p.add_argument("--phases", default="forward,backward")
-    p.add_argument("--style", choices=("default", "targets"), default="default")
+    p.add_argument("--style", choices=("default", "targets", "ratios"), default="default")
+    p.add_argument("--labels", default=None, help="ratios: one label per JSON file")
     p.add_argument("--below", action="store_true")
     a = p.parse_args()
-    with open(a.json) as f:
-        rows = json.load(f)["kernels"]
-    idx = _index(rows)
+    idxs = []
+    for path in a.json:
+        with open(path) as f:
+            idxs.append(_index(json.load(f)["kernels"]))
+    idx = idxs[0]
     if a.below:
-        print(below(idx))
+        for path, one in zip(a.json, idxs):
+            print(f"{path}: {below(one)}")
         return
     sizes = ([parse_size(s) for s in a.sizes.split(",")] if a.sizes
              else sorted({s for (_, s, _) in idx}))
     phases = a.phases.split(",")
+    if a.style == "ratios":
+        labels = a.labels.split(",") if a.labels else [os.path.basename(p) for p in a.json]
+        print(ratios_table(idxs, labels, sizes, phases))
+        return
     for size in sizes:
         print(f"{size_label(size)} elements:\n")
         table = default_table if a.style == "default" else targets_table
