@@ -98,9 +98,57 @@ static void softmax_forward_short(const S* x, S* y, int64_t n, bool nt) {
   }
 }
 
-// Rows of kVecs vectors, four vectors' worth of rows at a time.
+// log_softmax of `count` <= kLanes short rows of kVecs vectors: each row's max and sum of
+// exps, then one vector log for all the rows' sums (instead of one per few rows), then the
+// output, x - max - log(sum), from the rows read again (still in L1).
+template <int kVecs, class S>
+static void log_softmax_short_block(const S* x, S* y, int64_t count, int64_t n, bool nt) {
+  const int64_t last = n - (kVecs - 1) * kLanes;  // elements in the last vector
+  float lane_max[kLanes], lane_sum[kLanes];
+  for (int k = 0; k < kLanes; ++k) lane_max[k] = 0.0f, lane_sum[k] = 1.0f;
+  for (int64_t r = 0; r < count; ++r) {
+    const S* xr = x + r * n;
+    Vec v[kVecs];
+    for (int k = 0; k < kVecs - 1; ++k) v[k] = load(xr + k * kLanes);
+    v[kVecs - 1] = last == kLanes ? load(xr + (kVecs - 1) * kLanes)
+                                  : load_partial(xr + (kVecs - 1) * kLanes, last, -INFINITY);
+    Vec m(softmax_lowest<float>());
+    for (int k = 0; k < kVecs; ++k) m = softmax_max(m, v[k]);
+    const float row_max = hmax(m);
+    Vec sum(0.0f);
+    for (int k = 0; k < kVecs; ++k) sum = sum + softmax_exp_term(v[k], Vec(row_max));
+    lane_max[r] = row_max;
+    lane_sum[r] = hsum(sum);
+  }
+  float lane_scale[kLanes];
+  store(lane_scale, softmax_norm<true>(load(lane_max), load(lane_sum)).scale);
+  for (int64_t r = 0; r < count; ++r) {
+    const S* xr = x + r * n;
+    S* yr = y + r * n;
+    const Vec shift(lane_max[r]), scale(lane_scale[r]);
+    for (int k = 0; k < kVecs - 1; ++k)
+      store_out(yr + k * kLanes, softmax_output<true>(load(xr + k * kLanes), shift, scale), nt);
+    const S* xl = xr + (kVecs - 1) * kLanes;
+    if (last == kLanes)
+      store_out(yr + (kVecs - 1) * kLanes, softmax_output<true>(load(xl), shift, scale), nt);
+    else
+      store_partial(yr + (kVecs - 1) * kLanes, last,
+                    softmax_output<true>(load_partial(xl, last, 0.0f), shift, scale));
+  }
+}
+
+// Rows of kVecs vectors, four vectors' worth of rows at a time (their exps stay in
+// registers); log_softmax of rows of 2 to 4 vectors kLanes rows at a time (one log for all
+// of them: measured 1.3-1.6x faster on Zen 5 with AVX2 and AVX-512; rows of one vector
+// measured faster four at a time, 1.1-1.15x with AVX-512).
 template <int kVecs, bool kLog, class S>
 static void softmax_forward_short_rows(const S* x, S* y, int64_t rows, int64_t n, bool nt) {
+  if constexpr (kLog && kVecs >= 2) {
+    for (int64_t r = 0; r < rows; r += kLanes)
+      log_softmax_short_block<kVecs>(x + r * n, y + r * n,
+                                     rows - r < kLanes ? rows - r : int64_t(kLanes), n, nt);
+    return;
+  }
   constexpr int kRows = 4 / kVecs;
   int64_t r = 0;
   for (; r + kRows <= rows; r += kRows)
