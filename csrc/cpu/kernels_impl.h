@@ -15,6 +15,16 @@ namespace FA_CPU_CAP {
 // part(i, len) that of the len < kLanes elements from i (inputs read with load_partial).
 // With nt, the stores from the first element aligned to a whole vector of S on are
 // non-temporal (the caller fences: nontemporal_fence in kernel_table.h).
+// The per-vector lambdas of the loops below are forced inline: GCC keeps a long formula's
+// lambda out of line (measured: GELU's forward with AVX2), a call per vector, with the
+// constants reloaded each time; the gated loops' lambdas return two vectors through
+// references, a round trip through memory per vector when not inlined.
+#if defined(__GNUC__)
+#define FA_LAMBDA_INLINE __attribute__((always_inline))
+#else
+#define FA_LAMBDA_INLINE
+#endif
+
 template <class S, class Full, class Part>
 FA_VINLINE void write_out(S* out, int64_t n, bool nt, const Full& full, const Part& part) {
   constexpr uintptr_t kVecBytes = kLanes * sizeof(S);
@@ -48,7 +58,7 @@ static void forward_loop(const S* x, S* y, int64_t n, float p, float q, bool nt)
   using P = Params<F>;
   const Vec vp(p), vq(q);
   write_out(
-      y, n, nt, [&](int64_t i) { return P::forward(load(x + i), vp, vq); },
+      y, n, nt, [&](int64_t i) FA_LAMBDA_INLINE { return P::forward(load(x + i), vp, vq); },
       [&](int64_t i, int64_t len) { return P::forward(load_partial(x + i, len, 0.0f), vp, vq); });
 }
 
@@ -58,7 +68,7 @@ static void backward_loop(const S* g, const S* s, S* dx, int64_t n, float p, flo
   const Vec vp(p), vq(q);
   write_out(
       dx, n, nt,
-      [&](int64_t i) {
+      [&](int64_t i) FA_LAMBDA_INLINE {
         return P::template backward<kFromOutput>(load(g + i), load(s + i), vp, vq);
       },
       [&](int64_t i, int64_t len) {
@@ -86,12 +96,12 @@ static double backward_weighted_loop(const S* g, const S* x, S* dx, int64_t n, f
   nt = nt && reinterpret_cast<uintptr_t>(dx) % (kLanes * sizeof(S)) == 0;
   const Vec vp(p);
   Vec acc(0.0f);
-  auto term = [&](Vec vg, Vec vx) {
+  auto term = [&](Vec vg, Vec vx) FA_LAMBDA_INLINE {
     if (need_weight_grad) acc = acc + F::weight_grad(vg, vx, vp);
     return F::template backward<false>(vg, vx, vp);
   };
   write_out(
-      dx, n, nt, [&](int64_t i) { return term(load(g + i), load(x + i)); },
+      dx, n, nt, [&](int64_t i) FA_LAMBDA_INLINE { return term(load(g + i), load(x + i)); },
       [&](int64_t i, int64_t len) {
         return term(load_partial(g + i, len, 0.0f), load_partial(x + i, len, 0.0f));
       });
@@ -102,7 +112,7 @@ static double backward_weighted_loop(const S* g, const S* x, S* dx, int64_t n, f
 template <class F, class S>
 static void forward_weights_loop(const S* x, S* y, const float* w, int64_t n, bool nt) {
   write_out(
-      y, n, nt, [&](int64_t i) { return F::forward(load(x + i), load(w + i)); },
+      y, n, nt, [&](int64_t i) FA_LAMBDA_INLINE { return F::forward(load(x + i), load(w + i)); },
       [&](int64_t i, int64_t len) {
         return F::forward(load_partial(x + i, len, 0.0f), load_partial(w + i, len, 0.0f));
       });
@@ -113,7 +123,7 @@ static void backward_weights_loop(const S* g, const S* x, S* dx, const float* w,
                                   int64_t n, bool nt) {
   write_out(
       dx, n, nt,
-      [&](int64_t i) {
+      [&](int64_t i) FA_LAMBDA_INLINE {
         const Vec vg = load(g + i), vx = load(x + i), vw = load(w + i);
         if (acc) store(acc + i, load(acc + i) + F::weight_grad(vg, vx, vw));
         return F::template backward<false>(vg, vx, vw);
@@ -230,13 +240,6 @@ static void backward_weights(Act act, Storage st, const void* g, const void* x, 
 }
 
 // ---- gated ops (../gated.h) ---------------------------------------------------------
-// The loops' lambdas return two vectors through references: without this GCC may keep
-// them out of line, a call and a round trip through memory per vector.
-#if defined(__GNUC__)
-#define FA_LAMBDA_INLINE __attribute__((always_inline))
-#else
-#define FA_LAMBDA_INLINE
-#endif
 
 // y = act(u) * v over the n elements of one row's halves a and b.
 template <class GM, bool kSecond, class S>
@@ -244,7 +247,7 @@ static void gated_forward_loop(const S* a, const S* b, S* y, int64_t n, float p,
   const Vec vp(p);
   auto f = [&](Vec va, Vec vb) FA_LAMBDA_INLINE { return kSecond ? GM::forward(vb, va, vp) : GM::forward(va, vb, vp); };
   write_out(
-      y, n, nt, [&](int64_t i) { return f(load(a + i), load(b + i)); },
+      y, n, nt, [&](int64_t i) FA_LAMBDA_INLINE { return f(load(a + i), load(b + i)); },
       [&](int64_t i, int64_t len) {
         return f(load_partial(a + i, len, 0.0f), load_partial(b + i, len, 0.0f));
       });
