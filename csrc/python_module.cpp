@@ -131,14 +131,11 @@ PyObject* fast_weighted(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
 // softmax(x: Tensor, dim: int, log: bool) -> Tensor, dim already checked by the caller.
 PyObject* fast_softmax(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  if (nargs != 3 || !PyLong_CheckExact(args[1]) || !PyBool_Check(args[2]))
+  int64_t dim = 0;
+  if (nargs != 3 || !exact_int(args[1], dim) || !PyBool_Check(args[2]))
     return not_implemented();
   const at::Tensor* x = fast_tensor(args[0]);
   if (x == nullptr || autocasting(*x)) return not_implemented();
-  int overflow = 0;
-  const int64_t dim = PyLong_AsLongLongAndOverflow(args[1], &overflow);
-  if (overflow != 0) return not_implemented();  // the caller's check names the problem
-  if (dim == -1 && PyErr_Occurred()) return nullptr;
   const bool log = args[2] == Py_True;
   static const auto op = find_op<sig::Softmax>("softmax");
   at::Tensor y;
@@ -154,13 +151,10 @@ PyObject* fast_softmax(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
 template <Gate G>
 PyObject* fast_gated(PyObject*, PyObject* const* args, Py_ssize_t nargs) {
   HANDLE_TH_ERRORS
-  if (nargs != 2 || !PyLong_CheckExact(args[1])) return not_implemented();
+  int64_t dim = 0;
+  if (nargs != 2 || !exact_int(args[1], dim)) return not_implemented();
   const at::Tensor* x = fast_tensor(args[0]);
   if (x == nullptr) return not_implemented();
-  int overflow = 0;
-  const int64_t dim = PyLong_AsLongLongAndOverflow(args[1], &overflow);
-  if (overflow != 0) return not_implemented();  // the caller's check names the problem
-  if (dim == -1 && PyErr_Occurred()) return nullptr;
   static const auto op = find_op<at::Tensor(const at::Tensor&, int64_t)>(gate_name(G));
   at::Tensor y;
   {

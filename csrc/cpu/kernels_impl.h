@@ -11,10 +11,6 @@ namespace fused_act {
 namespace cpu {
 namespace FA_CPU_CAP {
 
-// Writes out[0, n) a vector at a time: full(i) is the vector of elements [i, i + kLanes),
-// part(i, len) that of the len < kLanes elements from i (inputs read with load_partial).
-// With nt, the stores from the first element aligned to a whole vector of S on are
-// non-temporal (the caller fences: nontemporal_fence in kernel_table.h).
 // The per-vector lambdas of the loops below are forced inline: GCC keeps a long formula's
 // lambda out of line (measured: GELU's forward with AVX2), a call per vector, with the
 // constants reloaded each time; the gated loops' lambdas return two vectors through
@@ -25,6 +21,10 @@ namespace FA_CPU_CAP {
 #define FA_LAMBDA_INLINE
 #endif
 
+// Writes out[0, n) a vector at a time: full(i) is the vector of elements [i, i + kLanes),
+// part(i, len) that of the len < kLanes elements from i (inputs read with load_partial).
+// With nt, the stores from the first element aligned to a whole vector of S on are
+// non-temporal (the caller fences: nontemporal_fence in kernel_table.h).
 template <class S, class Full, class Part>
 FA_VINLINE void write_out(S* out, int64_t n, bool nt, const Full& full, const Part& part) {
   constexpr uintptr_t kVecBytes = kLanes * sizeof(S);
