@@ -51,6 +51,9 @@ FA_HD float fa_expm1(float x) { return ::expm1f(x); }
 FA_HD double fa_expm1(double x) { return ::expm1(x); }
 FA_HD float fa_tanh(float x) { return ::tanhf(x); }
 FA_HD double fa_tanh(double x) { return ::tanh(x); }
+// a / d for a constant d (the SIMD overload avoids the division, same bits; simd.h).
+FA_HD float fa_div_const(float a, float d) { return a / d; }
+FA_HD double fa_div_const(double a, float d) { return a / double(d); }
 
 // sigmoid(z) from e = exp(-|z|) <= 1: 1/(1+e) for z >= 0 and e/(1+e) below, so tiny
 // results keep full relative precision instead of flushing to 0 once exp(-z) overflows.
@@ -332,8 +335,9 @@ struct Mish : ActivationBase {
 };
 
 // hardswish: y = x * min(max(x + 3, 0), 6) / 6 (torch's formula and order, so -inf gives
-// NaN as in torch); dx = x >= 3 ? dy : dy * (x <= -3 ? 0 : x/3 + 1/2), so a NaN input
-// gives a NaN gradient (torch's is NaN or dy, by its code path).  Saves x.
+// NaN as in torch); dx = x <= -3 ? 0 : x >= 3 ? dy : dy * (x/3 + 1/2) (a +0 below -3, as
+// torch's), so a NaN input gives a NaN gradient (torch's is NaN or dy, by its code path).
+// Saves x.
 struct Hardswish : ActivationBase {
   static constexpr bool streaming_backward(bool) { return true; }
   template <class T> FA_HD static T forward(T x, T) {
@@ -341,7 +345,7 @@ struct Hardswish : ActivationBase {
     return x * fa_select(s <= T(0), T(0), fa_select(s >= T(6), T(6), s)) / T(6);
   }
   template <bool kFromOutput, class T> FA_HD static T backward(T g, T x, T) {
-    return fa_select(x >= T(3), g, g * fa_select(x <= T(-3), T(0), x / T(3) + T(0.5)));
+    return fa_select(x <= T(-3), T(0), fa_select(x >= T(3), g, g * (fa_div_const(x, 3.0f) + T(0.5))));
   }
   template <bool kFromOutput, class T> FA_HD static T grad_saved(T g, T x, T) {
     return fa_select(x > T(-3), fa_select(x < T(3), g / T(3), T(0)), T(0));
@@ -351,7 +355,8 @@ struct Hardswish : ActivationBase {
 // hardsigmoid: y = min(max(x + 3, 0), 6)/6; dx = -3 < x < 3 ? dy/6 : 0.  Saves x.
 struct Hardsigmoid : PiecewiseLinear {
   template <class T> FA_HD static T forward(T x, T) {
-    return fa_select(x <= T(-3), T(0), fa_select(x >= T(3), T(1), (x + T(3)) / T(6)));
+    // (x + 3 is in (0, 6) where the quotient is used: a normal quotient)
+    return fa_select(x <= T(-3), T(0), fa_select(x >= T(3), T(1), fa_div_const(x + T(3), 6.0f)));
   }
   template <bool kFromOutput, class T> FA_HD static T backward(T g, T x, T) {
     return fa_select(x > T(-3), fa_select(x < T(3), g * T(1.0 / 6.0), T(0)), T(0));

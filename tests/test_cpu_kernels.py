@@ -1,6 +1,7 @@
 """The CPU kernels' own numerics and settings, beyond what the activation table's tests
 cover: the rational tanh on every instruction set this machine has (dense over its whole
-range, its edges float by float), and the default non-temporal-store threshold rule."""
+range, its edges float by float), the division-free divisions by a constant, and the
+default non-temporal-store threshold rule."""
 import os
 
 import pytest
@@ -65,6 +66,35 @@ def test_tanh_nan(cpu_capability):
     with torch.no_grad():
         y = F.tanh(x)
     assert torch.equal(torch.isnan(y), torch.isnan(x))
+
+
+def _every_float(step):
+    """Every `step`-th float32 bit pattern over the whole range, NaNs left out."""
+    x = (torch.arange(0, 2 ** 32, step, dtype=torch.int64) - 2 ** 31).to(torch.int32)
+    x = x.view(torch.float32)
+    return x[~torch.isnan(x)]
+
+
+def _same_bits(a, b):
+    return torch.equal(a.view(torch.int32), b.view(torch.int32))
+
+
+def test_division_free_constant_divisions_match_torch_bitwise(cpu_capability):
+    """hardsigmoid's (x + 3) / 6 and hardswish's backward x / 3 divide by a constant with
+    multiply-adds (fa_div_const; every float32 checked by tools/check_div_const.c): the
+    same bits as torch's division, signed zeros included, over every 257th float (all
+    binades, subnormals, +-inf) and the edges -3 and 3."""
+    edges = torch.tensor([-3.0, 3.0, -0.0, 0.0, float("inf"), -float("inf")])
+    edges = torch.cat([edges, torch.nextafter(edges, torch.zeros(6)),
+                       torch.nextafter(edges, torch.full((6,), 10.0))])
+    x = torch.cat([_every_float(257), edges])
+    with torch.no_grad():
+        assert _same_bits(F.hardsigmoid(x), torch.nn.functional.hardsigmoid(x)), cpu_capability
+    xr = x.clone().requires_grad_()
+    g = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    (ours,) = torch.autograd.grad(F.hardswish(xr), xr, g)
+    (theirs,) = torch.autograd.grad(torch.nn.functional.hardswish(xr), xr, g)
+    assert _same_bits(ours, theirs), cpu_capability
 
 
 def _sysfs_cache_share(threads):
