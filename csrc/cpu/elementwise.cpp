@@ -189,11 +189,14 @@ template <class Fn> void visit_weighted(Act act, Fn&& fn) {
 }
 
 // Backward kernels that do a few operations per element (two streams in, one out) are
-// bound by memory bandwidth; on AVX-512 CPUs they run with 256-bit vectors, which
-// measured about 7% faster than 512-bit ones for such loops on AMD Zen 4 (wider vectors
-// do not help a streaming loop).  That is every backward of the piecewise-linear
-// activations, of the others the ones that read their output (each functor's
-// streaming_backward in activations.h), and the softmax backward (softmax.cpp).
+// bound by memory bandwidth: every backward of the piecewise-linear activations, of the
+// others the ones that read their output (each functor's streaming_backward in
+// activations.h), and the softmax backward (softmax.cpp).  On AMD's AVX-512 CPUs they
+// run with 256-bit vectors, which measured about 7% faster than 512-bit ones for such
+// loops on Zen 4.  Not on Intel's: on a 2-vCPU Xeon with AMX (CPU family 6, model 167),
+// one thread, the softmax backward of 2^22 float32 elements ran 5-15% slower with 256-bit
+// vectors than with 512-bit ones (rows of 16, 1024 and 8192, two runs each), relu's
+// backward 2-6% slower.
 bool streaming(Act act, bool from_output) {
   bool result = false;
   visit_act(act, [&](auto a) { result = decltype(a)::type::streaming_backward(from_output); });
@@ -205,7 +208,8 @@ bool streaming(Act act, bool from_output) {
 const KernelTable* streaming_table(Storage st) {
   const KernelTable* k = active_table().load();
 #if defined(__x86_64__) || defined(_M_X64)
-  if (k == &kernels_avx512 && st == Storage::f32) return &kernels_avx2;
+  static const bool amd = __builtin_cpu_is("amd");
+  if (amd && k == &kernels_avx512 && st == Storage::f32) return &kernels_avx2;
 #endif
   return k;
 }

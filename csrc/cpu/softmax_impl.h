@@ -358,13 +358,54 @@ static void softmax_backward_short(const S* g, const S* y, S* dx, int64_t n, boo
   }
 }
 
+// Backward of kLanes short rows of kVecs vectors: each row's vector of partial sums, the
+// kLanes sums reduced together (transpose_sum: the same bits as one hsum per row, a third
+// of the shuffles), then dx from g and y read again (still in L1).
+template <int kVecs, bool kLog, class S>
+static void softmax_backward_short_block(const S* g, const S* y, S* dx, int64_t n, bool nt) {
+  const int64_t last = n - (kVecs - 1) * kLanes;  // elements in the last vector
+  Vec acc[kLanes];
+  for (int r = 0; r < kLanes; ++r) {
+    const S* gr = g + r * n;
+    const S* yr = y + r * n;
+    Vec a(0.0f);
+    for (int k = 0; k < kVecs - 1; ++k)
+      a = a + softmax_backward_term<kLog>(load(gr + k * kLanes), load(yr + k * kLanes));
+    const int64_t o = (kVecs - 1) * kLanes;
+    if (last == kLanes)
+      a = a + softmax_backward_term<kLog>(load(gr + o), load(yr + o));
+    else  // zero padding: a zero gradient adds nothing
+      a = a + softmax_backward_term<kLog>(load_partial(gr + o, last, 0.0f),
+                                          load_partial(yr + o, last, 0.0f));
+    acc[r] = a;
+  }
+  float sums[kLanes];
+  store(sums, transpose_sum(acc));
+  for (int r = 0; r < kLanes; ++r) {
+    const S* gr = g + r * n;
+    const S* yr = y + r * n;
+    S* dr = dx + r * n;
+    const Vec sum(sums[r]);
+    for (int k = 0; k < kVecs - 1; ++k)
+      store_out(dr + k * kLanes,
+                softmax_backward_output<kLog>(load(gr + k * kLanes), load(yr + k * kLanes), sum),
+                nt);
+    const int64_t o = (kVecs - 1) * kLanes;
+    if (last == kLanes)
+      store_out(dr + o, softmax_backward_output<kLog>(load(gr + o), load(yr + o), sum), nt);
+    else
+      store_partial(dr + o, last,
+                    softmax_backward_output<kLog>(load_partial(gr + o, last, 0.0f),
+                                                  load_partial(yr + o, last, 0.0f), sum));
+  }
+}
+
 template <int kVecs, bool kLog, class S>
 static void softmax_backward_short_rows(const S* g, const S* y, S* dx, int64_t rows, int64_t n,
                                         bool nt) {
-  constexpr int kRows = 1;  // measured: more rows at a time spill and run slower here
   int64_t r = 0;
-  for (; r + kRows <= rows; r += kRows)
-    softmax_backward_short<kVecs, kRows, kLog>(g + r * n, y + r * n, dx + r * n, n, nt);
+  for (; r + kLanes <= rows; r += kLanes)
+    softmax_backward_short_block<kVecs, kLog>(g + r * n, y + r * n, dx + r * n, n, nt);
   for (; r < rows; ++r)
     softmax_backward_short<kVecs, 1, kLog>(g + r * n, y + r * n, dx + r * n, n, nt);
 }
