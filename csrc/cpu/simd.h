@@ -510,31 +510,38 @@ FA_VINLINE float hmax(Vec v) {
   return reduce_lanes<FA_VEC_BYTES>(v.v, [](auto a, auto b) { return b > a ? b : a; });
 }
 
-// The kLanes row sums of v[0..kLanes) in one vector (lane r: the sum of v[r]'s lanes), by
-// a transposing tree: each step adds the low and high halves of two rows' blocks at once,
-// kLanes - 1 steps of two shuffles and an add instead of kLanes hsum's of log2(kLanes)
-// shuffles each, plus a broadcast.  Each row is summed in hsum's order, to the same bits.
-namespace transpose_sum_detail {
+// The kLanes row sums (or maxima) of v[0..kLanes) in one vector (lane r: the sum of v[r]'s
+// lanes), by a transposing tree: each step combines the low and high halves of two rows'
+// blocks at once, kLanes - 1 steps of two shuffles and an add instead of kLanes hsum's of
+// log2(kLanes) shuffles each, plus a broadcast each.  Each row is reduced in hsum's
+// (hmax's) order, to the same bits.
+namespace transpose_detail {
 // Lane j of the "low" operand of a step whose blocks are 2h lanes: the first half of the
 // result from a (shufflevector index < kLanes), the second from b (index >= kLanes).
 constexpr int low_lane(int j, int h) {
   return (j >= kLanes / 2 ? kLanes : 0) + (j % (kLanes / 2)) / h * 2 * h + (j % (kLanes / 2)) % h;
 }
-template <int H, size_t... J>
-FA_VINLINE vf fold(vf a, vf b, std::index_sequence<J...>) {
-  return __builtin_shufflevector(a, b, low_lane(int(J), H)...) +
-         __builtin_shufflevector(a, b, (low_lane(int(J), H) + H)...);
+template <int H, class Op, size_t... J>
+FA_VINLINE vf fold(vf a, vf b, Op op, std::index_sequence<J...>) {
+  return op(__builtin_shufflevector(a, b, low_lane(int(J), H)...),
+            __builtin_shufflevector(a, b, (low_lane(int(J), H) + H)...));
 }
-template <int H>
-FA_VINLINE void fold_rows(Vec* v, int count) {
+template <int H, class Op>
+FA_VINLINE void fold_rows(Vec* v, int count, Op op) {
   for (int i = 0; i < count / 2; ++i)
-    v[i] = fold<H>(v[2 * i].v, v[2 * i + 1].v, std::make_index_sequence<kLanes>{});
-  if constexpr (H > 1) fold_rows<H / 2>(v, count / 2);
+    v[i] = fold<H>(v[2 * i].v, v[2 * i + 1].v, op, std::make_index_sequence<kLanes>{});
+  if constexpr (H > 1) fold_rows<H / 2>(v, count / 2, op);
 }
-}  // namespace transpose_sum_detail
+}  // namespace transpose_detail
 
+// Overwrites v.
 FA_VINLINE Vec transpose_sum(Vec (&v)[kLanes]) {
-  transpose_sum_detail::fold_rows<kLanes / 2>(v, kLanes);
+  transpose_detail::fold_rows<kLanes / 2>(v, kLanes, [](vf a, vf b) { return a + b; });
+  return v[0];
+}
+// Lanes are never NaN where this is used (as hmax).  Overwrites v.
+FA_VINLINE Vec transpose_max(Vec (&v)[kLanes]) {
+  transpose_detail::fold_rows<kLanes / 2>(v, kLanes, [](vf a, vf b) { return b > a ? b : a; });
   return v[0];
 }
 

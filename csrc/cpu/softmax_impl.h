@@ -137,20 +137,64 @@ static void log_softmax_short_block(const S* x, S* y, int64_t count, int64_t n, 
   }
 }
 
+// log_softmax of kLanes short rows of kVecs vectors: the rows' maxima and sums of exps
+// reduced together (transpose_max, transpose_sum: hmax's and hsum's bits, a third of the
+// shuffles), one vector log for all the sums, then the output from the rows read again
+// (in L1).
+template <int kVecs, class S>
+static void log_softmax_short_block_full(const S* x, S* y, int64_t n, bool nt) {
+  const int64_t last = n - (kVecs - 1) * kLanes;  // elements in the last vector
+  auto row_vec = [&](const S* xr, int k) FA_LAMBDA_INLINE -> Vec {
+    return k < kVecs - 1 || last == kLanes ? load(xr + k * kLanes)
+                                           : load_partial(xr + k * kLanes, last, -INFINITY);
+  };
+  Vec acc[kLanes];
+  for (int r = 0; r < kLanes; ++r) {
+    Vec m(softmax_lowest<float>());
+    for (int k = 0; k < kVecs; ++k) m = softmax_max(m, row_vec(x + r * n, k));
+    acc[r] = m;
+  }
+  float lane_max[kLanes];
+  store(lane_max, transpose_max(acc));
+  for (int r = 0; r < kLanes; ++r) {
+    const Vec shift(lane_max[r]);
+    Vec s(0.0f);
+    for (int k = 0; k < kVecs; ++k) s = s + softmax_exp_term(row_vec(x + r * n, k), shift);
+    acc[r] = s;
+  }
+  float lane_scale[kLanes];
+  store(lane_scale, softmax_norm<true>(load(lane_max), transpose_sum(acc)).scale);
+  for (int r = 0; r < kLanes; ++r) {
+    const S* xr = x + r * n;
+    S* yr = y + r * n;
+    const Vec shift(lane_max[r]), scale(lane_scale[r]);
+    for (int k = 0; k < kVecs - 1; ++k)
+      store_out(yr + k * kLanes, softmax_output<true>(load(xr + k * kLanes), shift, scale), nt);
+    const S* xl = xr + (kVecs - 1) * kLanes;
+    if (last == kLanes)
+      store_out(yr + (kVecs - 1) * kLanes, softmax_output<true>(load(xl), shift, scale), nt);
+    else
+      store_partial(yr + (kVecs - 1) * kLanes, last,
+                    softmax_output<true>(load_partial(xl, last, 0.0f), shift, scale));
+  }
+}
+
 // Rows of kVecs vectors, four vectors' worth of rows at a time (their exps stay in
-// registers); log_softmax of rows of 2 to 4 vectors kLanes rows at a time (one log for all
-// of them: measured 1.3-1.6x faster on Zen 5 with AVX2 and AVX-512; rows of one vector
-// measured faster four at a time, 1.1-1.15x with AVX-512).
+// registers); log_softmax kLanes rows at a time (one log for all of them, the rows'
+// maxima and sums reduced together), the rows left over as a smaller block (rows of 2 to
+// 4 vectors: one log for all of them) or four at a time (rows of one vector).
 template <int kVecs, bool kLog, class S>
 static void softmax_forward_short_rows(const S* x, S* y, int64_t rows, int64_t n, bool nt) {
-  if constexpr (kLog && kVecs >= 2) {
-    for (int64_t r = 0; r < rows; r += kLanes)
-      log_softmax_short_block<kVecs>(x + r * n, y + r * n,
-                                     rows - r < kLanes ? rows - r : int64_t(kLanes), n, nt);
-    return;
+  int64_t r = 0;
+  if constexpr (kLog) {
+    for (; r + kLanes <= rows; r += kLanes)
+      log_softmax_short_block_full<kVecs>(x + r * n, y + r * n, n, nt);
+    if (kVecs >= 2) {
+      if (r < rows) log_softmax_short_block<kVecs>(x + r * n, y + r * n, rows - r, n, nt);
+      return;
+    }
   }
   constexpr int kRows = 4 / kVecs;
-  int64_t r = 0;
   for (; r + kRows <= rows; r += kRows)
     softmax_forward_short<kVecs, kRows, kLog>(x + r * n, y + r * n, n, nt);
   for (; r < rows; ++r) softmax_forward_short<kVecs, 1, kLog>(x + r * n, y + r * n, n, nt);
