@@ -20,8 +20,9 @@
 // backward too, and log_softmax's is softmax_jvp.  Tangents are computed from primal
 // values with forward AD off (torch's own rule), then attached to the output.
 //
-// The out-of-place elementwise and softmax forwards record plain autograd Nodes (what
-// torch's own operators record); the rest use torch::autograd::Function.
+// The out-of-place elementwise, softmax, gated and weighted (PReLU, trainable Swish)
+// forwards record plain autograd Nodes (what torch's own operators record); the rest use
+// torch::autograd::Function.
 //
 // torch.func transforms (functorch) cannot run these C++ nodes: fused_act's Python entry
 // points send functorch-wrapped tensors to the torch.autograd.Function classes of
@@ -428,8 +429,12 @@ at::Tensor weighted_jvp_op(const at::Tensor& x, const at::Tensor& w,
   return weighted_tangent<A>(x, broadcast_weight(w, x), xt, wt);
 }
 
-template <Act A, const char* kOp, class Self>
-struct WeightedFunction : public torch::autograd::Function<Self> {
+// PReLU's and trainable Swish's node: x and w saved, gradients for both (a plain Node,
+// as ElementwiseNode: a torch::autograd::Function's context costs about a microsecond
+// more per call).
+template <Act A, const char* kOp>
+struct WeightedNode : public torch::autograd::Node {
+  explicit WeightedNode(const char* name) : name_(name) {}
   static const c10::TypedOperatorHandle<sig::Weighted>& forward_handle() {
     static const auto op = find_op<sig::Weighted>(kOp);
     return op;
@@ -438,21 +443,17 @@ struct WeightedFunction : public torch::autograd::Function<Self> {
     static const auto op = find_op<sig::WeightedBackward>(std::string(kOp) + "_backward");
     return op;
   }
-
-  static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, const at::Tensor& w) {
-    at::Tensor y;
-    {
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      y = forward_handle().call(x, w);
-    }
-    ctx->save_for_backward({x, w});
-    return y;
+  void release_variables() override {
+    x_.reset_data();
+    w_.reset_data();
   }
+  std::string name() const override { return name_; }
 
-  static variable_list backward(AutogradContext* ctx, variable_list grads) {
-    const auto saved = ctx->get_saved_variables();
-    const at::Tensor &x = saved[0], &w = saved[1], &g = grads[0];
-    const bool need_x = ctx->needs_input_grad(0), need_w = ctx->needs_input_grad(1);
+  variable_list apply(variable_list&& grads) override {
+    const at::Tensor& g = grads[0];
+    const bool need_x = task_should_compute_output(0), need_w = task_should_compute_output(1);
+    if (!g.defined() || (!need_x && !need_w)) return {at::Tensor(), at::Tensor()};
+    const at::Tensor x = x_.unpack(getptr()), w = w_.unpack(getptr());
     if (at::GradMode::is_enabled()) {  // create_graph: differentiable gradients
       at::Tensor xi = x.requires_grad() ? x : x.detach().requires_grad_();
       at::Tensor wi = w.requires_grad() ? w : w.detach().requires_grad_();
@@ -468,6 +469,9 @@ struct WeightedFunction : public torch::autograd::Function<Self> {
     }
     return {need_x ? dx : at::Tensor(), need_w ? dw : at::Tensor()};
   }
+
+  torch::autograd::SavedVariable x_, w_;
+  const char* name_;
 };
 
 }  // namespace autograd_impl
@@ -481,11 +485,8 @@ struct WeightedFunction : public torch::autograd::Function<Self> {
 FA_FOR_EACH_ACTIVATION(FA_NODES)
 #undef FA_NODES
 struct SoftmaxBackwardBackward : autograd_impl::SoftmaxBackwardFunction<SoftmaxBackwardBackward> {};
-struct PreluBackward
-    : autograd_impl::WeightedFunction<Act::leaky_relu, kWeightedName_prelu, PreluBackward> {};
-struct SwishWeightedBackward
-    : autograd_impl::WeightedFunction<Act::swish, kWeightedName_swish_weighted,
-                                      SwishWeightedBackward> {};
+constexpr char kPreluNodeName[] = "fused_act::PreluBackward";
+constexpr char kSwishWeightedNodeName[] = "fused_act::SwishWeightedBackward";
 
 namespace autograd_impl {
 
@@ -655,16 +656,23 @@ at::Tensor softmax_backward_autograd(const at::Tensor& grad, const at::Tensor& y
   return dx;
 }
 
-template <Act A, const char* kOp, class NodeT>
+template <Act A, const char* kOp, const char* kNodeName>
 at::Tensor weighted_autograd(const at::Tensor& x, const at::Tensor& w) {
+  using NodeT = WeightedNode<A, kOp>;
   const at::Tensor x_t = tangent(x), w_t = tangent(w);
-  at::Tensor y = without_forward_ad([&] {
-    if (!records({&x, &w})) {
-      at::AutoDispatchBelowADInplaceOrView below_autograd;
-      return NodeT::forward_handle().call(x, w);
-    }
-    return NodeT::apply(x, w);
-  });
+  at::Tensor y;
+  {
+    at::AutoDispatchBelowADInplaceOrView below_autograd;
+    y = NodeT::forward_handle().call(x, w);
+  }
+  if (records({&x, &w})) {
+    NodeRef node = make_node<NodeT>(kNodeName);
+    node->set_next_edges(torch::autograd::collect_next_edges(x, w));
+    torch::autograd::set_history(y, node);
+    auto* n = static_cast<NodeT*>(node.get());
+    n->x_ = torch::autograd::SavedVariable(x, false);
+    n->w_ = torch::autograd::SavedVariable(w, false);
+  }
   if (x_t.defined() || w_t.defined()) {
     at::Tensor y_t = without_forward_ad([&] {
       return weighted_jvp_op<A>(primal(x), primal(w), x_t, w_t);
@@ -707,10 +715,10 @@ TORCH_LIBRARY_IMPL(fused_act, Autograd, m) {
   namespace impl = fused_act::autograd_impl;
   using fused_act::Act;
   m.impl("prelu", TORCH_FN((impl::weighted_autograd<Act::leaky_relu, fused_act::kWeightedName_prelu,
-                                                    fused_act::PreluBackward>)));
+                                                    fused_act::kPreluNodeName>)));
   m.impl("swish_weighted",
          TORCH_FN((impl::weighted_autograd<Act::swish, fused_act::kWeightedName_swish_weighted,
-                                           fused_act::SwishWeightedBackward>)));
+                                           fused_act::kSwishWeightedNodeName>)));
   m.impl("prelu_backward",
          TORCH_FN((impl::weighted_backward_autograd<fused_act::kWeightedName_prelu>)));
   m.impl("swish_weighted_backward",
