@@ -160,6 +160,40 @@ def test_cpu_capabilities(capability, dtype, log, restore_capability):
 
 @pytest.mark.parametrize("capability", CAPS)
 @pytest.mark.parametrize("log", LOG)
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_short_row_blocks(capability, dtype, log, restore_capability):
+    """Rows of up to four vectors go a vector's worth of rows at a time (their sums and
+    maxima reduced together): 35 rows = two full blocks of 16 (AVX-512) or four of 8
+    (AVX2) and a remainder, each length from 1 to 64 (full and partial last vectors),
+    with the extreme rows (overflowing exps, -inf, all -inf, NaN) inside a block;
+    forward and backward against float64, and every row as when computed alone."""
+    fused_act.set_cpu_capability(capability)
+    for n in list(range(1, 18)) + [23, 24, 31, 32, 33, 40, 47, 48, 49, 63, 64]:
+        gen = torch.Generator().manual_seed(n)
+        x = (torch.randn(35, n, generator=gen, dtype=torch.float64) * 4)
+        x[9:15] = _extreme_rows(n, torch.float64, "cpu")
+        x = x.to(dtype)
+        g = torch.randn(35, n, generator=gen).to(dtype)
+        y, yt = OPS[log][0](x, -1), OPS[log][1](x, -1)
+        assert torch.equal(y.isnan(), yt.isnan()), n
+        assert torch.equal(y.isinf(), yt.isinf()), n
+        finite = ~yt.isnan().any(-1)
+        ref = _reference(x[finite], -1, log)
+        _check_close(y[finite], yt[finite], ref)
+        dx = torch.ops.fused_act.softmax_backward(g, y, -1, log)
+        tdx = (torch._log_softmax_backward_data if log else torch._softmax_backward_data)(
+            g, yt, -1, dtype)
+        ok = finite & ~y.isinf().any(-1)
+        _check_close(dx[ok], tdx[ok], _reference_grad(g[ok], ref[~y[finite].isinf().any(-1)]
+                                                       .to(dtype).double(), -1, log))
+        for r in (0, 9, 15, 16, 31, 34):  # a row's bits do not depend on its neighbours
+            assert torch.equal(OPS[log][0](x[r:r + 1], -1), y[r:r + 1]), (n, r)
+            assert torch.equal(torch.ops.fused_act.softmax_backward(g[r:r + 1], y[r:r + 1], -1, log),
+                               dx[r:r + 1]), (n, r)
+
+
+@pytest.mark.parametrize("capability", CAPS)
+@pytest.mark.parametrize("log", LOG)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16])
 def test_nontemporal_stores(capability, dtype, log, restore_capability, nontemporal_everywhere):
     # Rows of a multiple of the vector length take non-temporal stores (other lengths

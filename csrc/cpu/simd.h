@@ -263,10 +263,11 @@ FA_VINLINE vf square_error(vf x, vf sq) {
 // instructions: about 10 cycles per 512-bit vector on Intel server cores, where an FMA
 // issues twice a cycle): q = a * (1/d), e = q*d - a (exact with an FMA), a/d = q - e/d.
 // The result is the correctly rounded quotient, bit for bit the division's, whenever it
-// is a normal float or zero (signed zeros kept), for a NaN, and with d = 3 for every
-// finite a: checked on every float32 a for d = 3 and d = 6 (tools/check_div_const.c).
-// With d = 6 a subnormal quotient may be one unit off, and an infinite a gives NaN, so
-// callers pass only quotients that cannot be either.  The baseline build (no FMA) divides.
+// is a normal float or zero (signed zeros kept), and with d = 3 for every finite a:
+// checked on every float32 a for d = 3 and d = 6 (tools/check_div_const.c).  A NaN gives
+// a NaN, an infinite a gives NaN (not +-inf), and with d = 6 a subnormal quotient may be
+// one unit off, so callers pass only finite a whose quotient cannot be subnormal, or
+// select another result for the rest.  The baseline build (no FMA) divides.
 FA_VINLINE Vec fa_div_const(Vec a, float d) {
 #if FA_VEC_BYTES == 64 && defined(FA_HAVE_AVX512)
   const __m512 inv = _mm512_set1_ps(1.0f / d);
