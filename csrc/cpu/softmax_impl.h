@@ -3,7 +3,9 @@
 //
 // Exp is what a CPU softmax pays for, so each path computes it about once per element.
 // Forward, by row length n (kLanes floats per vector):
-//   * n <= 4 vectors: rows in registers, several at a time; max, exp, sum, output.
+//   * n <= 4 vectors: softmax rows in registers, several at a time; max, exp, sum,
+//     output; log_softmax a vector's worth of rows at a time, their maxima and sums
+//     reduced together, one vector log for all of them.
 //   * float softmax, longer rows: "blocked" -- per L1-sized block, its max, then
 //     y = exp(x - block max) and the block sum; the blocks' (max, sum) merged online;
 //     a last pass rescales y in cache.  x is read from memory once, prefetched a block
@@ -18,7 +20,7 @@
 //     state per lane, updated a block of vectors at a time (one rescaling exp per
 //     block), merged across lanes; then y = softmax_output(x, m, 1/s or log s).
 // Backward (saves y only), two passes: the row sum of dy*y (or dy), then dx; short rows
-// in registers.
+// a vector's worth at a time, their sums reduced together.
 // A tail shorter than one vector is loaded through a padded buffer; in the forward its
 // unused lanes are set to -inf, which adds exp(-inf) = 0 to the sum.
 #pragma once
@@ -52,10 +54,10 @@ constexpr int64_t kCachedRow = 4096;      // longer rows take the online two-pas
 constexpr int kOnlineBlock = 8;            // vectors per rescaling step of the online pass
 constexpr int64_t kScratchRow = 1 << 20;  // longest row whose exps get a scratch row (below)
 
-// kRows short rows of kVecs vectors each (n <= kVecs * kLanes, the last vector maybe
-// partial), loaded once into registers: one exp per element.  Several rows at a time so
-// that their chains of dependent steps (max, exp, sum, divide) overlap.
-template <int kVecs, int kRows, bool kLog, class S>
+// softmax of kRows short rows of kVecs vectors each (n <= kVecs * kLanes, the last
+// vector maybe partial), loaded once into registers: one exp per element.  Several rows
+// at a time so that their chains of dependent steps (max, exp, sum, divide) overlap.
+template <int kVecs, int kRows, class S>
 static void softmax_forward_short(const S* x, S* y, int64_t n, bool nt) {
   const int64_t last = n - (kVecs - 1) * kLanes;  // elements in the last vector
   Vec v[kRows][kVecs], e[kRows][kVecs];
@@ -83,13 +85,13 @@ static void softmax_forward_short(const S* x, S* y, int64_t n, bool nt) {
     lane_sum[r] = hsum(s);
   }
   float lane_scale[kLanes];
-  store(lane_scale, softmax_norm<kLog>(load(lane_max), load(lane_sum)).scale);
+  store(lane_scale, softmax_norm<false>(load(lane_max), load(lane_sum)).scale);
   for (int r = 0; r < kRows; ++r) scale[r] = Vec(lane_scale[r]);
   for (int r = 0; r < kRows; ++r) {
     S* yr = y + r * n;
     for (int k = 0; k < kVecs; ++k) {
       // exp(x - m) * scale is softmax_output's formula, with the exp already at hand.
-      const Vec out = kLog ? softmax_output<kLog>(v[r][k], shift[r], scale[r]) : e[r][k] * scale[r];
+      const Vec out = e[r][k] * scale[r];
       if (k < kVecs - 1 || last == kLanes)
         store_out(yr + k * kLanes, out, nt);
       else
@@ -98,51 +100,12 @@ static void softmax_forward_short(const S* x, S* y, int64_t n, bool nt) {
   }
 }
 
-// log_softmax of `count` <= kLanes short rows of kVecs vectors: each row's max and sum of
-// exps, then one vector log for all the rows' sums (instead of one per few rows), then the
-// output, x - max - log(sum), from the rows read again (still in L1).
+// log_softmax of `count` <= kLanes short rows of kVecs vectors: the rows' maxima and sums
+// of exps reduced together (transpose_max, transpose_sum: hmax's and hsum's bits, a third
+// of the shuffles; the lanes of missing rows hold a neutral row), one vector log for all
+// the sums, then the output, x - max - log(sum), from the rows read again (in L1).
 template <int kVecs, class S>
 static void log_softmax_short_block(const S* x, S* y, int64_t count, int64_t n, bool nt) {
-  const int64_t last = n - (kVecs - 1) * kLanes;  // elements in the last vector
-  float lane_max[kLanes], lane_sum[kLanes];
-  for (int k = 0; k < kLanes; ++k) lane_max[k] = 0.0f, lane_sum[k] = 1.0f;
-  for (int64_t r = 0; r < count; ++r) {
-    const S* xr = x + r * n;
-    Vec v[kVecs];
-    for (int k = 0; k < kVecs - 1; ++k) v[k] = load(xr + k * kLanes);
-    v[kVecs - 1] = last == kLanes ? load(xr + (kVecs - 1) * kLanes)
-                                  : load_partial(xr + (kVecs - 1) * kLanes, last, -INFINITY);
-    Vec m(softmax_lowest<float>());
-    for (int k = 0; k < kVecs; ++k) m = softmax_max(m, v[k]);
-    const float row_max = hmax(m);
-    Vec sum(0.0f);
-    for (int k = 0; k < kVecs; ++k) sum = sum + softmax_exp_term(v[k], Vec(row_max));
-    lane_max[r] = row_max;
-    lane_sum[r] = hsum(sum);
-  }
-  float lane_scale[kLanes];
-  store(lane_scale, softmax_norm<true>(load(lane_max), load(lane_sum)).scale);
-  for (int64_t r = 0; r < count; ++r) {
-    const S* xr = x + r * n;
-    S* yr = y + r * n;
-    const Vec shift(lane_max[r]), scale(lane_scale[r]);
-    for (int k = 0; k < kVecs - 1; ++k)
-      store_out(yr + k * kLanes, softmax_output<true>(load(xr + k * kLanes), shift, scale), nt);
-    const S* xl = xr + (kVecs - 1) * kLanes;
-    if (last == kLanes)
-      store_out(yr + (kVecs - 1) * kLanes, softmax_output<true>(load(xl), shift, scale), nt);
-    else
-      store_partial(yr + (kVecs - 1) * kLanes, last,
-                    softmax_output<true>(load_partial(xl, last, 0.0f), shift, scale));
-  }
-}
-
-// log_softmax of kLanes short rows of kVecs vectors: the rows' maxima and sums of exps
-// reduced together (transpose_max, transpose_sum: hmax's and hsum's bits, a third of the
-// shuffles), one vector log for all the sums, then the output from the rows read again
-// (in L1).
-template <int kVecs, class S>
-static void log_softmax_short_block_full(const S* x, S* y, int64_t n, bool nt) {
   const int64_t last = n - (kVecs - 1) * kLanes;  // elements in the last vector
   auto row_vec = [&](const S* xr, int k) FA_LAMBDA_INLINE -> Vec {
     return k < kVecs - 1 || last == kLanes ? load(xr + k * kLanes)
@@ -151,20 +114,24 @@ static void log_softmax_short_block_full(const S* x, S* y, int64_t n, bool nt) {
   Vec acc[kLanes];
   for (int r = 0; r < kLanes; ++r) {
     Vec m(softmax_lowest<float>());
-    for (int k = 0; k < kVecs; ++k) m = softmax_max(m, row_vec(x + r * n, k));
+    if (r < count)
+      for (int k = 0; k < kVecs; ++k) m = softmax_max(m, row_vec(x + r * n, k));
     acc[r] = m;
   }
   float lane_max[kLanes];
   store(lane_max, transpose_max(acc));
   for (int r = 0; r < kLanes; ++r) {
     const Vec shift(lane_max[r]);
-    Vec s(0.0f);
-    for (int k = 0; k < kVecs; ++k) s = s + softmax_exp_term(row_vec(x + r * n, k), shift);
+    Vec s(1.0f);
+    if (r < count) {
+      s = Vec(0.0f);
+      for (int k = 0; k < kVecs; ++k) s = s + softmax_exp_term(row_vec(x + r * n, k), shift);
+    }
     acc[r] = s;
   }
   float lane_scale[kLanes];
   store(lane_scale, softmax_norm<true>(load(lane_max), transpose_sum(acc)).scale);
-  for (int r = 0; r < kLanes; ++r) {
+  for (int64_t r = 0; r < count; ++r) {
     const S* xr = x + r * n;
     S* yr = y + r * n;
     const Vec shift(lane_max[r]), scale(lane_scale[r]);
@@ -181,23 +148,20 @@ static void log_softmax_short_block_full(const S* x, S* y, int64_t n, bool nt) {
 
 // Rows of kVecs vectors, four vectors' worth of rows at a time (their exps stay in
 // registers); log_softmax kLanes rows at a time (one log for all of them, the rows'
-// maxima and sums reduced together), the rows left over as a smaller block (rows of 2 to
-// 4 vectors: one log for all of them) or four at a time (rows of one vector).
+// maxima and sums reduced together).
 template <int kVecs, bool kLog, class S>
 static void softmax_forward_short_rows(const S* x, S* y, int64_t rows, int64_t n, bool nt) {
-  int64_t r = 0;
   if constexpr (kLog) {
-    for (; r + kLanes <= rows; r += kLanes)
-      log_softmax_short_block_full<kVecs>(x + r * n, y + r * n, n, nt);
-    if (kVecs >= 2) {
-      if (r < rows) log_softmax_short_block<kVecs>(x + r * n, y + r * n, rows - r, n, nt);
-      return;
-    }
+    for (int64_t r = 0; r < rows; r += kLanes)
+      log_softmax_short_block<kVecs>(x + r * n, y + r * n,
+                                     rows - r < kLanes ? rows - r : int64_t(kLanes), n, nt);
+  } else {
+    constexpr int kRows = 4 / kVecs;
+    int64_t r = 0;
+    for (; r + kRows <= rows; r += kRows)
+      softmax_forward_short<kVecs, kRows>(x + r * n, y + r * n, n, nt);
+    for (; r < rows; ++r) softmax_forward_short<kVecs, 1>(x + r * n, y + r * n, n, nt);
   }
-  constexpr int kRows = 4 / kVecs;
-  for (; r + kRows <= rows; r += kRows)
-    softmax_forward_short<kVecs, kRows, kLog>(x + r * n, y + r * n, n, nt);
-  for (; r < rows; ++r) softmax_forward_short<kVecs, 1, kLog>(x + r * n, y + r * n, n, nt);
 }
 
 // The output pass of a row whose normalization c is known: y = softmax_output(x).
@@ -369,89 +333,51 @@ static void softmax_forward_rows(const S* x, S* y, int64_t rows, int64_t n, bool
   }
 }
 
-// Backward of kRows short rows (as softmax_forward_short): g and y read once.
-template <int kVecs, int kRows, bool kLog, class S>
-static void softmax_backward_short(const S* g, const S* y, S* dx, int64_t n, bool nt) {
-  const int64_t last = n - (kVecs - 1) * kLanes;
-  Vec gv[kRows][kVecs], yv[kRows][kVecs], sum[kRows];
-  for (int r = 0; r < kRows; ++r) {
-    const S* gr = g + r * n;
-    const S* yr = y + r * n;
-    for (int k = 0; k < kVecs - 1; ++k) gv[r][k] = load(gr + k * kLanes), yv[r][k] = load(yr + k * kLanes);
-    if (last == kLanes) {
-      gv[r][kVecs - 1] = load(gr + (kVecs - 1) * kLanes);
-      yv[r][kVecs - 1] = load(yr + (kVecs - 1) * kLanes);
-    } else {  // zero padding: a zero gradient adds nothing
-      gv[r][kVecs - 1] = load_partial(gr + (kVecs - 1) * kLanes, last, 0.0f);
-      yv[r][kVecs - 1] = load_partial(yr + (kVecs - 1) * kLanes, last, 0.0f);
-    }
-  }
-  for (int r = 0; r < kRows; ++r) {
-    Vec acc(0.0f);
-    for (int k = 0; k < kVecs; ++k) acc = acc + softmax_backward_term<kLog>(gv[r][k], yv[r][k]);
-    sum[r] = Vec(hsum(acc));
-  }
-  for (int r = 0; r < kRows; ++r) {
-    for (int k = 0; k < kVecs; ++k) {
-      const Vec out = softmax_backward_output<kLog>(gv[r][k], yv[r][k], sum[r]);
-      if (k < kVecs - 1 || last == kLanes)
-        store_out(dx + r * n + k * kLanes, out, nt);
-      else
-        store_partial(dx + r * n + k * kLanes, last, out);
-    }
-  }
-}
-
-// Backward of kLanes short rows of kVecs vectors: each row's vector of partial sums, the
-// kLanes sums reduced together (transpose_sum: the same bits as one hsum per row, a third
-// of the shuffles), then dx from g and y read again (still in L1).
+// Backward of `count` <= kLanes short rows of kVecs vectors: each row's vector of partial
+// sums, the kLanes sums reduced together (transpose_sum: the same bits as one hsum per
+// row, a third of the shuffles; missing rows' lanes hold zeros), then dx from g and y read
+// again (still in L1).
 template <int kVecs, bool kLog, class S>
-static void softmax_backward_short_block(const S* g, const S* y, S* dx, int64_t n, bool nt) {
+static void softmax_backward_short_block(const S* g, const S* y, S* dx, int64_t count,
+                                         int64_t n, bool nt) {
   const int64_t last = n - (kVecs - 1) * kLanes;  // elements in the last vector
+  // Zero padding of a partial last vector: a zero gradient adds nothing.
+  auto row_vec = [&](const S* p, int k) FA_LAMBDA_INLINE -> Vec {
+    return k < kVecs - 1 || last == kLanes ? load(p + k * kLanes)
+                                           : load_partial(p + k * kLanes, last, 0.0f);
+  };
   Vec acc[kLanes];
   for (int r = 0; r < kLanes; ++r) {
-    const S* gr = g + r * n;
-    const S* yr = y + r * n;
     Vec a(0.0f);
-    for (int k = 0; k < kVecs - 1; ++k)
-      a = a + softmax_backward_term<kLog>(load(gr + k * kLanes), load(yr + k * kLanes));
-    const int64_t o = (kVecs - 1) * kLanes;
-    if (last == kLanes)
-      a = a + softmax_backward_term<kLog>(load(gr + o), load(yr + o));
-    else  // zero padding: a zero gradient adds nothing
-      a = a + softmax_backward_term<kLog>(load_partial(gr + o, last, 0.0f),
-                                          load_partial(yr + o, last, 0.0f));
+    if (r < count)
+      for (int k = 0; k < kVecs; ++k)
+        a = a + softmax_backward_term<kLog>(row_vec(g + r * n, k), row_vec(y + r * n, k));
     acc[r] = a;
   }
   float sums[kLanes];
   store(sums, transpose_sum(acc));
-  for (int r = 0; r < kLanes; ++r) {
+  for (int64_t r = 0; r < count; ++r) {
     const S* gr = g + r * n;
     const S* yr = y + r * n;
     S* dr = dx + r * n;
     const Vec sum(sums[r]);
-    for (int k = 0; k < kVecs - 1; ++k)
-      store_out(dr + k * kLanes,
-                softmax_backward_output<kLog>(load(gr + k * kLanes), load(yr + k * kLanes), sum),
-                nt);
-    const int64_t o = (kVecs - 1) * kLanes;
-    if (last == kLanes)
-      store_out(dr + o, softmax_backward_output<kLog>(load(gr + o), load(yr + o), sum), nt);
-    else
-      store_partial(dr + o, last,
-                    softmax_backward_output<kLog>(load_partial(gr + o, last, 0.0f),
-                                                  load_partial(yr + o, last, 0.0f), sum));
+    for (int k = 0; k < kVecs; ++k) {
+      const Vec out = softmax_backward_output<kLog>(row_vec(gr, k), row_vec(yr, k), sum);
+      if (k < kVecs - 1 || last == kLanes)
+        store_out(dr + k * kLanes, out, nt);
+      else
+        store_partial(dr + k * kLanes, last, out);
+    }
   }
 }
 
 template <int kVecs, bool kLog, class S>
 static void softmax_backward_short_rows(const S* g, const S* y, S* dx, int64_t rows, int64_t n,
                                         bool nt) {
-  int64_t r = 0;
-  for (; r + kLanes <= rows; r += kLanes)
-    softmax_backward_short_block<kVecs, kLog>(g + r * n, y + r * n, dx + r * n, n, nt);
-  for (; r < rows; ++r)
-    softmax_backward_short<kVecs, 1, kLog>(g + r * n, y + r * n, dx + r * n, n, nt);
+  for (int64_t r = 0; r < rows; r += kLanes)
+    softmax_backward_short_block<kVecs, kLog>(g + r * n, y + r * n, dx + r * n,
+                                              rows - r < kLanes ? rows - r : int64_t(kLanes), n,
+                                              nt);
 }
 
 template <bool kLog, class S>
