@@ -71,6 +71,9 @@ FA_HD double fa_softplus(double z) { return (z > 0.0 ? z : 0.0) + ::log1p(::exp(
 // its relative precision for negative x, where 1 + erf(x/sqrt(2)) cancels.
 FA_HD float fa_normcdf(float x) { return 0.5f * ::erfcf(x * -0.707106781186547524f); }
 FA_HD double fa_normcdf(double x) { return 0.5 * ::erfc(x * -0.707106781186547524); }
+// GELU(x) = x Phi(x) (the CPU's SIMD form evaluates it without forming Phi(x) itself).
+FA_HD float fa_gelu(float x) { return x * fa_normcdf(x); }
+FA_HD double fa_gelu(double x) { return x * fa_normcdf(x); }
 // exp(-x^2/2), the normal density without its constant.
 FA_HD float fa_gauss(float x) { return ::expf(x * x * -0.5f); }
 FA_HD double fa_gauss(double x) { return ::exp(x * x * -0.5); }
@@ -247,7 +250,7 @@ struct Swish : ActivationBase {
 //   dx = dy*(Phi(x) + x*phi(x)),  phi(x) = exp(-x^2/2)/sqrt(2 pi)
 struct Gelu : ActivationBase {
   template <class T> FA_HD static T phi(T x) { return fa_gauss(x) * T(kInvSqrt2Pi); }
-  template <class T> FA_HD static T forward(T x, T) { return x * fa_normcdf(x); }
+  template <class T> FA_HD static T forward(T x, T) { return fa_gelu(x); }
   template <bool kFromOutput, class T> FA_HD static T backward(T g, T x, T) {
     T c = x;  // set by fa_gelu_slope
     return g * fa_gelu_slope(x, c);

@@ -148,6 +148,7 @@ FA_TV_UNARY(fa_sigmoid, at::sigmoid, fused_act::fa_sigmoid)
 FA_TV_UNARY(fa_normcdf, at::special_ndtr, fused_act::fa_normcdf)
 FA_TV_UNARY(fa_gauss, [](const at::Tensor& x) { return at::exp(x * x * -0.5); },
             fused_act::fa_gauss)
+inline TV fa_gelu(const TV& a) { return a * fa_normcdf(a); }
 #undef FA_TV_UNARY
 
 // ---- second derivatives: grad * D'(saved), where dx = grad * D(saved) ---------------

@@ -5,8 +5,11 @@ i = round(2u) (a lane-wise table lookup, one permute per coefficient):
 
     Phi(-u) ~= C_i(t),   t = 2u - i in [-1/2, 1/2],   i = 0 .. 7,
 
-and GELU(x) = x Phi(-u) for x < 0, x (1 - Phi(-u)) for x >= 0.  The interval width is a power
-of two so that t is exact (2u and i are within a factor of two of each other).  Each C_i is a
+and GELU(x) = max(x, 0) - u Phi(-u) (one multiply-add: x Phi(-u) below 0, x - x Phi(-u)
+above).  The kernel evaluates C_i at s = u - i/2 = t/2 with the coefficient of t^k scaled by
+2^k, which gives the same bits as evaluating at t (every step is scaled by a power of two).
+The interval width is a power of two so that s is exact (u and i/2 are within a factor of two
+of each other).  Each C_i is a
 polynomial of degree D in t fitted for the least maximum relative error of Phi(-u) (Lawson's
 reweighting of a least-squares fit on Chebyshev points), then rounded to float32 one
 coefficient at a time from the constant up, the later ones refitted after each rounding.
@@ -77,13 +80,13 @@ def gelu32(x, table):
     x = x.astype(f)
     u = np.abs(x)
     i = np.rint(u * f(2)).astype(np.int64)
-    t = (u * f(2) - i.astype(f)).astype(f)
+    s = (u - i.astype(f) * f(0.5)).astype(f)
     d = table.shape[1] - 1
-    h = table[i, d]
+    scaled = (table * np.float32(2.0) ** np.arange(d + 1)).astype(f)  # exact
+    h = scaled[i, d]
     for k in range(d - 1, -1, -1):
-        h = fma32(h, t, table[i, k])
-    c = np.where(x < 0, h, (f(1) - h).astype(f))
-    return (x * c).astype(f)
+        h = fma32(h, s, scaled[i, k])
+    return fma32(-u, h, np.where(x < 0, f(0), x))  # max(x, 0), -0 kept
 
 
 def main():
@@ -110,9 +113,10 @@ def main():
         err = np.abs(y - ref) / np.abs(ref) / 2.0 ** -23
         print(f"GELU on {name}: largest relative error {err.max():.2f} x 2^-23 "
               f"({len(x)} points)")
-    print("coefficients, entry i = round(2u), constant term first:")
-    for i in range(ENTRIES):
-        print("  {" + ", ".join(float(c).hex().replace("0000000p", "p") for c in table[i]) + "},")
+    print("coefficients of s^k (row k of the kernel's table), entry i = round(2u) across:")
+    for k in range(d + 1):
+        row = [float(np.float32(c * 2.0 ** k)) for c in table[:, k]]
+        print("  {" + ", ".join(c.hex().replace("0000000p", "p") for c in row) + "},")
 
 
 if __name__ == "__main__":

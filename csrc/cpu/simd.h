@@ -390,27 +390,29 @@ FA_VINLINE Vec normcdf_rational(Vec xv) {
 
 #if (FA_VEC_BYTES == 32 && defined(FA_HAVE_AVX2)) || (FA_VEC_BYTES == 64 && defined(FA_HAVE_AVX512))
 // Phi(-u) for u = |x| < 3.75 from eight polynomials of degree 6, one per interval of width
-// 1/2: entry i = round(2u), evaluated at t = 2u - i in [-1/2, 1/2] (exact: 2u and i are
-// within a factor of two).  Row k holds the coefficient of t^k of every entry, so a lane's
-// coefficients are one permute each (vpermps, the index in the low bits; the last 8 entries
-// are unused).  Fitted by tools/fit_normcdf_table.py: GELU within 2.1 x 2^-23 of float64 on
-// [-3.75, 0] and 1.3 x 2^-23 on [0, 3.75], as the kernel evaluates it.  No exp, no
-// division: 7 permutes and 6 multiply-adds against the rational's 30-odd operations.
+// 1/2: entry i = round(2u), evaluated at s = u - i/2 in [-1/4, 1/4] (exact: u and i/2 are
+// within a factor of two).  Row k holds the coefficient of s^k of every entry (the fitted
+// coefficient of t^k, t = 2s, times 2^k: the same bits as evaluating at t, one operation
+// fewer), so a lane's coefficients are one permute each (vpermps, the index in the low bits;
+// the last 8 entries are unused).  Fitted by tools/fit_normcdf_table.py: GELU (fa_gelu)
+// within 2.1 x 2^-23 of float64 on [-3.75, 0] and 0.73 x 2^-23 on [0, 3.75], as the kernel
+// evaluates it.  No exp, no division: 7 permutes and 6 multiply-adds against the rational's
+// 30-odd operations.
 alignas(64) static const float kNormcdfTable[7][16] = {
     {0x1.000000p-1f, 0x1.3bf144p-2f, 0x1.44ed0cp-3f, 0x1.11a46ep-4f,
      0x1.74bcf8p-6f, 0x1.96f4e4p-8f, 0x1.61de1ep-10f, 0x1.e7dbccp-13f},
-    {-0x1.988454p-3f, -0x1.6883d0p-3f, -0x1.ef8e5ap-4f, -0x1.094086p-4f,
-     -0x1.ba4b44p-6f, -0x1.1f2f04p-7f, -0x1.227210p-9f, -0x1.c98988p-12f},
-    {0x1.763c72p-23f, 0x1.6882bap-6f, 0x1.ef8dbep-6f, 0x1.8de046p-6f,
-     0x1.ba4b56p-7f, 0x1.66fb0ep-8f, 0x1.b3ab6ep-10f, 0x1.9057dep-12f},
-    {0x1.104940p-7f, 0x1.6883bap-8f, 0x1.b7157ep-23f, -0x1.ba1170p-9f,
-     -0x1.ba4becp-9f, -0x1.f69726p-10f, -0x1.834664p-11f, -0x1.aced2cp-13f},
-    {0x1.17e0fcp-17f, -0x1.49d3fcp-10f, -0x1.49fcc6p-10f, -0x1.8c94fap-12f,
-     0x1.26bf20p-12f, 0x1.84b830p-12f, 0x1.b39466p-13f, 0x1.34ae14p-14f},
-    {-0x1.5b32cap-12f, -0x1.2b5a8ep-13f, 0x1.03bed4p-13f, 0x1.7d554cp-13f,
-     0x1.28241ap-14f, -0x1.505d74p-16f, -0x1.203f5ap-15f, -0x1.307378p-16f},
-    {0x1.6daec4p-16f, 0x1.5e6776p-15f, 0x1.d01a08p-16f, -0x1.bddbc2p-17f,
-     -0x1.5a8758p-16f, -0x1.fe9d9cp-18f, 0x1.e1d868p-20f, 0x1.721ab4p-19f},
+    {-0x1.988454p-2f, -0x1.6883d0p-2f, -0x1.ef8e5ap-3f, -0x1.094086p-3f,
+     -0x1.ba4b44p-5f, -0x1.1f2f04p-6f, -0x1.227210p-8f, -0x1.c98988p-11f},
+    {0x1.763c72p-21f, 0x1.6882bap-4f, 0x1.ef8dbep-4f, 0x1.8de046p-4f,
+     0x1.ba4b56p-5f, 0x1.66fb0ep-6f, 0x1.b3ab6ep-8f, 0x1.9057dep-10f},
+    {0x1.104940p-4f, 0x1.6883bap-5f, 0x1.b7157ep-20f, -0x1.ba1170p-6f,
+     -0x1.ba4becp-6f, -0x1.f69726p-7f, -0x1.834664p-8f, -0x1.aced2cp-10f},
+    {0x1.17e0fcp-13f, -0x1.49d3fcp-6f, -0x1.49fcc6p-6f, -0x1.8c94fap-8f,
+     0x1.26bf20p-8f, 0x1.84b830p-8f, 0x1.b39466p-9f, 0x1.34ae14p-10f},
+    {-0x1.5b32cap-7f, -0x1.2b5a8ep-8f, 0x1.03bed4p-8f, 0x1.7d554cp-8f,
+     0x1.28241ap-9f, -0x1.505d74p-11f, -0x1.203f5ap-10f, -0x1.307378p-11f},
+    {0x1.6daec4p-10f, 0x1.5e6776p-9f, 0x1.d01a08p-10f, -0x1.bddbc2p-11f,
+     -0x1.5a8758p-10f, -0x1.fe9d9cp-12f, 0x1.e1d868p-14f, 0x1.721ab4p-13f},
 };
 
 FA_VINLINE vf table_row(int k, vi idx) {
@@ -425,21 +427,25 @@ FA_VINLINE vf table_row(int k, vi idx) {
 // unit scale: 0.02% of elements beyond 3.75).
 static __attribute__((noinline)) Vec normcdf_beyond_table(Vec xv) { return normcdf_rational(xv); }
 
+// Phi(-u) from the table for 0 <= u < 3.75 (other lanes: any value; the callers check).
+FA_VINLINE vf normcdf_table(vf u) {
+  constexpr float magic = 12582912.0f;  // 1.5 * 2^23: rounds to an integer
+  const vf f = u * 2.0f + magic;        // one multiply-add: round(2u) in the low mantissa bits
+  const vi idx = (vi)f;
+  const vf s = u - (f - magic) * 0.5f;  // u - i/2 in [-1/4, 1/4], exact
+  vf h = table_row(6, idx);
+  h = h * s + table_row(5, idx);
+  h = h * s + table_row(4, idx);
+  h = h * s + table_row(3, idx);
+  h = h * s + table_row(2, idx);
+  h = h * s + table_row(1, idx);
+  return h * s + table_row(0, idx);
+}
+
 FA_VINLINE Vec fa_normcdf(Vec xv) {
   const vf x = xv.v;
   const vf u = (vf)((vi)x & 0x7fffffff);
-  constexpr float magic = 12582912.0f;  // 1.5 * 2^23: rounds to an integer
-  const vf k = u + u;
-  const vf f = k + magic;
-  const vi idx = (vi)f;  // the integer is in the low mantissa bits
-  const vf t = k - (f - magic);
-  vf h = table_row(6, idx);
-  h = h * t + table_row(5, idx);
-  h = h * t + table_row(4, idx);
-  h = h * t + table_row(3, idx);
-  h = h * t + table_row(2, idx);
-  h = h * t + table_row(1, idx);
-  h = h * t + table_row(0, idx);
+  const vf h = normcdf_table(u);
   // h where x's sign bit is set, else 1 - h (-0 gives 1/2 either way).
 #if FA_VEC_BYTES == 32
   const Vec fast = (vf)_mm256_blendv_ps((__m256)(1.0f - h), (__m256)h, (__m256)x);
@@ -451,8 +457,31 @@ FA_VINLINE Vec fa_normcdf(Vec xv) {
     return fa_select(inside, fast, normcdf_beyond_table(xv));
   return fast;
 }
+
+// GELU(x) = x Phi(x) = max(x, 0) - |x| Phi(-|x|): x h below 0, x - x h above, one
+// multiply-add either way (no 1 - h, no blend).  Below 0 the same bits as x * fa_normcdf(x);
+// above, one rounding fewer.  -0 keeps its sign (max picks its second operand on a tie).
+static __attribute__((noinline)) Vec gelu_beyond_table(Vec xv) {
+  return xv * normcdf_rational(xv);
+}
+FA_VINLINE Vec fa_gelu(Vec xv) {
+  const vf x = xv.v;
+  const vf u = (vf)((vi)x & 0x7fffffff);
+  const vf h = normcdf_table(u);
+#if FA_VEC_BYTES == 32
+  const vf pos = (vf)_mm256_max_ps(_mm256_setzero_ps(), (__m256)x);
+#else
+  const vf pos = (vf)_mm512_max_ps(_mm512_setzero_ps(), (__m512)x);
+#endif
+  const Vec fast = pos - u * h;
+  const Mask inside = {u < 3.75f};  // NaN compares false: beyond the table
+  if (__builtin_expect(!all_lanes(inside), 0))
+    return fa_select(inside, fast, gelu_beyond_table(xv));
+  return fast;
+}
 #else
 FA_VINLINE Vec fa_normcdf(Vec xv) { return normcdf_rational(xv); }
+FA_VINLINE Vec fa_gelu(Vec xv) { return xv * normcdf_rational(xv); }
 #endif
 
 // Phi(x) + x * phi(x), phi(x) = exp(-x^2/2) / sqrt(2 pi): GELU's derivative, and Phi(x) in
