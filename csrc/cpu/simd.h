@@ -82,6 +82,19 @@ FA_VINLINE vf clamp_keep_nan(vf v, float lo, float hi) {
 #endif
 }
 
+// min(v, hi), keeping NaN: one instruction, as in clamp_keep_nan.
+FA_VINLINE vf min_keep_nan(vf v, float hi) {
+#if FA_VEC_BYTES == 64 && defined(FA_HAVE_AVX512)
+  return (vf)_mm512_min_ps((__m512)splat(hi), (__m512)v);
+#elif FA_VEC_BYTES == 32 && defined(FA_HAVE_AVX2)
+  return (vf)_mm256_min_ps((__m256)splat(hi), (__m256)v);
+#elif FA_VEC_BYTES == 16 && defined(__SSE__)
+  return (vf)_mm_min_ps((__m128)splat(hi), (__m128)v);
+#else
+  return v > splat(hi) ? splat(hi) : v;
+#endif
+}
+
 // 2^n for integer n in [-126, 127], built from the exponent bits.
 FA_VINLINE vf pow2i(vi n) { return (vf)((n + 127) << 23); }
 
@@ -227,12 +240,17 @@ FA_VINLINE Vec fa_expm1(Vec x) {
 // (tools/fit_tanh.py, which also measures the rounded formula on every float in
 // [2^-12, 10]: at most 2.8 x 2^-23 relative error with fused multiply-adds, 3.4 x 2^-23
 // without).  One division and ten multiply-adds, the same work on every instruction set.
-// |x| is clamped to 10, where x P/Q already exceeds 1 by 15 x 2^-23, and the result is
-// capped at +-1: +-inf give exactly +-1.  A tiny |x| (below 2^-12, subnormals included)
-// gives exactly x, as P and Q round to 1.  NaN stays NaN (the clamps keep it).
+// Evaluated on u = |x| with x's sign put back (an odd function: the same bits as on x),
+// so that one min caps x^2 at 100 and one caps the result at 1, where clamping x to
+// [-10, 10] and the result to [-1, 1] took four (min and max run on the multiply-add
+// ports on Intel; the sign's logic does not).  Beyond |x| = 10, x P/Q at x^2 = 100
+// already exceeds 1 by 15 x 2^-23 and grows with |x|: the cap gives exactly 1, and +-inf
+// give exactly +-1.  A tiny |x| (below 2^-12, subnormals included) gives exactly x, as P
+// and Q round to 1.  NaN stays NaN (the mins keep it).
 FA_VINLINE Vec fa_tanh(Vec x) {
-  const vf a = clamp_keep_nan(x.v, -10.0f, 10.0f);
-  const vf t = a * a;
+  const vi sign = (vi)x.v & (int32_t)0x80000000u;
+  const vf u = (vf)((vi)x.v ^ sign);
+  const vf t = min_keep_nan(u * u, 100.0f);
   vf p = splat(0x1.cbe034p-27f);
   p = p * t + 0x1.5a35bcp-16f;
   p = p * t + 0x1.ca6afep-9f;
@@ -243,7 +261,7 @@ FA_VINLINE Vec fa_tanh(Vec x) {
   q = q * t + 0x1.a816c8p-6f;
   q = q * t + 0x1.de5f34p-2f;
   q = q * t + 1.0f;
-  return clamp_keep_nan(a * p / q, -1.0f, 1.0f);
+  return (vf)((vi)min_keep_nan(u * p / q, 1.0f) | sign);
 }
 
 // x*x - fl(x*x): the rounding error of a square, exact with a fused multiply-subtract;
