@@ -159,3 +159,29 @@ def test_default_nontemporal_threshold_is_the_threads_share():
             assert fused_act.nontemporal_threshold() == _sysfs_cache_share(threads)
     finally:
         torch.set_num_threads(original)
+
+
+def test_fresh_large_outputs_match_small_calls(cpu_capability):
+    """Outputs of 8 MiB come fresh from the OS (glibc maps them) and are faulted in before
+    the kernel writes them (prefault_output): the same bits as the same elements computed
+    in pieces of 1 MiB, whose outputs are not, for an elementwise forward and backward, a
+    gated op and softmax."""
+    n = 1 << 21  # 8 MiB of float32
+    x = torch.randn(n) * 3
+    g = torch.randn(n)
+    pieces = lambda t: t.split(1 << 18)
+
+    def backward(xs, gs):
+        xs = xs.detach().requires_grad_()
+        return torch.autograd.grad(F.silu(xs), xs, gs)[0]
+
+    cases = [
+        (lambda a, b: F.gelu(a), (x, g)),
+        (backward, (x, g)),
+        (lambda a, b: F.swiglu(a.view(-1, 1024)).flatten(), (x, g)),
+        (lambda a, b: F.softmax(a.view(-1, 512), dim=-1).flatten(), (x, g)),
+    ]
+    for fn, (a, b) in cases:
+        whole = fn(a, b)
+        parts = torch.cat([fn(pa, pb) for pa, pb in zip(pieces(a), pieces(b))])
+        assert torch.equal(whole.view(torch.int32), parts.view(torch.int32))

@@ -72,6 +72,7 @@ void CpuKernels::gated_forward(Gate gate, const at::Tensor& x, const at::Tensor&
   const cpu::KernelTable* k = cpu::active_kernels();
   const cpu::Storage st = storage_of(x.scalar_type());
   const bool nt = cpu::nontemporal_output(3 * y.nbytes(), tasks_of(n), y.data_ptr(), y.nbytes());
+  cpu::prefault_output(y.data_ptr(), y.nbytes());
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     for_each_row_run(b, e, half, [&](int64_t o, int64_t c, int64_t len) {
       const int64_t ia = o * 2 * half + c;
@@ -120,6 +121,7 @@ void CpuKernels::gated_backward(Gate gate, const at::Tensor& g, const at::Tensor
   });
   const cpu::KernelTable* k = streaming ? cpu::streaming_kernels(st) : cpu::active_kernels();
   const bool nt = cpu::nontemporal_output(5 * g.nbytes(), tasks_of(n), dx.data_ptr(), dx.nbytes());
+  cpu::prefault_output(dx.data_ptr(), dx.nbytes());
   at::parallel_for(0, n, kGrain, [&](int64_t b, int64_t e) {
     for_each_row_run(b, e, half, [&](int64_t o, int64_t c, int64_t len) {
       const int64_t ia = o * 2 * half + c;

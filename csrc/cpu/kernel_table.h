@@ -87,6 +87,12 @@ const KernelTable* streaming_kernels(Storage st);
 bool nontemporal_output(int64_t traffic_bytes, int64_t tasks, const void* out = nullptr,
                         int64_t out_bytes = 0);
 
+// Before a kernel writes `out` (`bytes` long): when the output is large (4 MiB or more) and
+// its pages have never been touched (see elementwise.cpp), faults them all in first, each
+// thread its share of the pages in one system call, instead of one page fault at a time in
+// the middle of the kernel's vector loop.  Nothing else about the memory changes.
+void prefault_output(void* out, int64_t bytes);
+
 // Orders the non-temporal stores this thread made before its later stores (an sfence on
 // x86; nothing where the kernels make none): called once at the end of a thread's share
 // of work, before another thread may read the output.

@@ -95,6 +95,7 @@ void CpuMaxout::forward(const at::Tensor& x, const at::Tensor& y, const at::Tens
     // non-temporal stores skip reading each line of it first (kernel_table.h).
     const bool nt = cpu::nontemporal_output(x.nbytes() + y.nbytes(), tasks_of(s), y.data_ptr(),
                                             y.nbytes());
+    cpu::prefault_output(y.data_ptr(), y.nbytes());
     for_each_block(s, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
       k->forward(st, bytes, at_byte<void>(x, r0 * s.pieces * s.inner), at_byte<void>(y, r0 * s.inner),
                  with_mask ? at_byte<void>(mask, r0 * s.inner) : nullptr, r1 - r0, s.pieces,

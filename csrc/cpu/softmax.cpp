@@ -160,6 +160,7 @@ void CpuKernels::softmax_forward(const at::Tensor& x, const at::Tensor& y, int64
   const cpu::Storage st = storage_of(x.scalar_type());
   const bool nt = cpu::nontemporal_output(2 * x.nbytes(), row_tasks(rows, n), y.data_ptr(),
                                           y.nbytes());
+  cpu::prefault_output(y.data_ptr(), y.nbytes());
   at::parallel_for(0, rows, row_grain(n), [&](int64_t b, int64_t e) {
     k->softmax_forward(st, log, row_ptr<const void>(x, b, n), row_ptr<void>(y, b, n), e - b, n, nt);
     if (nt) cpu::nontemporal_fence();
@@ -185,6 +186,7 @@ void CpuKernels::softmax_backward(const at::Tensor& g, const at::Tensor& y, cons
   const cpu::KernelTable* k = cpu::streaming_kernels(st);
   const bool nt = cpu::nontemporal_output(3 * g.nbytes(), row_tasks(rows, n), dx.data_ptr(),
                                           dx.nbytes());
+  cpu::prefault_output(dx.data_ptr(), dx.nbytes());
   at::parallel_for(0, rows, row_grain(n), [&](int64_t b, int64_t e) {
     k->softmax_backward(st, log, row_ptr<const void>(g, b, n), row_ptr<const void>(y, b, n),
                         row_ptr<void>(dx, b, n), e - b, n, nt);
