@@ -102,6 +102,10 @@ def header(env):
     dev = env["device_name"]
     if env["device"] == "cpu":
         dev += f", {env['threads']} thread{'s' if env['threads'] != 1 else ''}" + (f", fused_act CPU kernels: {caps}" if caps else "")
+        if env.get("torch_cpu_capability"):
+            dev += f", torch CPU kernels: {env['torch_cpu_capability'].lower()}"
+            if env.get("onednn_max_cpu_isa"):
+                dev += f" (oneDNN at most {env['onednn_max_cpu_isa'].lower()})"
     sizes = ", ".join(fmt_size(n) for n in env["sizes"])
     text = (f"fused_act {env['fused_act_version']} vs torch {env['torch_version']} on "
             f"{env['device']} ({dev}), {env['dtype']}\n"

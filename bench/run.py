@@ -293,6 +293,12 @@ def environment(args, device, dtype, sizes) -> dict:
         "onnxruntime": ortbench.describe() if args.ort else None,
         "quick": bool(args.quick),
         "bytes_per_element_moved": BYTES_PER_ELEMENT,
+        # torch's own CPU kernels: ATen's (ATEN_CPU_CAPABILITY) and oneDNN's, which torch
+        # uses for some ops (GELU among them) with the ISA oneDNN picks itself unless
+        # ONEDNN_MAX_CPU_ISA limits it.
+        "torch_cpu_capability": (torch.backends.cpu.get_cpu_capability()
+                                 if hasattr(torch.backends, "cpu") else None),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA"),
     }
     try:
         env["fused_act_backends"] = fused_act.backends()
