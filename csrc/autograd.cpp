@@ -145,7 +145,9 @@ FA_TV_UNARY(fa_exp, at::exp, std::exp)
 FA_TV_UNARY(fa_expm1, at::expm1, std::expm1)
 FA_TV_UNARY(fa_tanh, at::tanh, std::tanh)
 FA_TV_UNARY(fa_sigmoid, at::sigmoid, fused_act::fa_sigmoid)
-FA_TV_UNARY(fa_normcdf, at::special_ndtr, fused_act::fa_normcdf)
+// Phi from erfc, as the scalar form: ndtr's 1 + erf cancels for negative x.
+FA_TV_UNARY(fa_normcdf, [](const at::Tensor& x) { return at::erfc(x * -0.707106781186547524) * 0.5; },
+            fused_act::fa_normcdf)
 FA_TV_UNARY(fa_gauss, [](const at::Tensor& x) { return at::exp(x * x * -0.5); },
             fused_act::fa_gauss)
 inline TV fa_gelu(const TV& a) { return a * fa_normcdf(a); }

@@ -1,33 +1,37 @@
-"""Fits the table behind the CPU kernels' GELU(erf) forward (csrc/cpu/simd.h, normcdf_table).
+"""Fits the tables behind the CPU kernels' GELU(erf) forward (csrc/cpu/simd.h, normcdf_table).
 
-For u = |x| < 3.75 the forward takes Phi(-u) from one of eight polynomials, chosen by
-i = round(2u) (a lane-wise table lookup, one permute per coefficient):
+For u = |x| < 3.75 the forward takes Phi(-u) from one of N polynomials, chosen by
+i = round(K u), K = N/4 (a lane-wise table lookup, one permute per coefficient):
 
-    Phi(-u) ~= C_i(t),   t = 2u - i in [-1/2, 1/2],   i = 0 .. 7,
+    Phi(-u) ~= C_i(t),   t = K u - i in [-1/2, 1/2],   i = 0 .. N-1,
 
-and GELU(x) = max(x, 0) - u Phi(-u) (one multiply-add: x Phi(-u) below 0, x - x Phi(-u)
-above).  The kernel evaluates C_i at s = u - i/2 = t/2 with the coefficient of t^k scaled by
-2^k, which gives the same bits as evaluating at t (every step is scaled by a power of two).
-The interval width is a power of two so that s is exact (u and i/2 are within a factor of two
-of each other).  Each C_i is a
-polynomial of degree D in t fitted for the least maximum relative error of Phi(-u) (Lawson's
-reweighting of a least-squares fit on Chebyshev points), then rounded to float32 one
-coefficient at a time from the constant up, the later ones refitted after each rounding.
+with N = 8 polynomials of degree 6 on intervals of width 1/2 for AVX2 (a 256-bit permute
+picks from 8 entries) and N = 16 of degree 5 on intervals of width 1/4 for AVX-512 (a
+512-bit permute picks from 16: one coefficient, one permute and one multiply-add fewer), and
+GELU(x) = max(x, 0) - u Phi(-u) (one multiply-add: x Phi(-u) below 0, x - x Phi(-u) above).
+The kernel evaluates C_i at s = u - i/K = t/K with the coefficient of t^k scaled by K^k,
+which gives the same bits as evaluating at t (every step is scaled by a power of two).  The
+interval width is a power of two so that s is exact (u and i/K are within a factor of two
+of each other).  Each C_i is a polynomial of degree D in t fitted for the least maximum
+relative error of Phi(-u) (Lawson's reweighting of a least-squares fit on Chebyshev points),
+then rounded to float32 one coefficient at a time from the constant up, the later ones
+refitted after each rounding.
 
 The rounded table is measured as the kernel evaluates it (float32 Horner with fused
 multiply-adds) on every float in [2^-12, 3.75) that a stride of S floats hits, plus the ends
 of each interval: the largest relative error of GELU against float64, in units of 2^-23, on
 [-3.75, 0] and [0, 3.75].
 
-Run:  python tools/fit_normcdf_table.py [D S]     (the kernel's: 6 97)
+Run:  python tools/fit_normcdf_table.py [D S N]   (the kernels': 6 97 8 and 5 97 16)
 """
 import sys
 
 import numpy as np
 from scipy.special import ndtr
 
-ENTRIES = 8
-RANGE = ENTRIES / 2.0 - 0.25  # the table covers u < 3.75
+ENTRIES = 8  # or 16 (the third argument)
+RANGE = 3.75  # the table covers u < 3.75
+K = ENTRIES // 4  # intervals of width 1/K: i = round(K u)
 
 
 def target(u):
@@ -35,7 +39,8 @@ def target(u):
 
 
 def interval(i):
-    return (0.0 if i == 0 else -0.5), 0.5
+    """The range of t = K u - i that entry i serves (u in [0, RANGE))."""
+    return (0.0 if i == 0 else -0.5), min(0.5, K * RANGE - i)
 
 
 def lawson_fit(t, y, fixed, d, iterations=200):
@@ -61,7 +66,7 @@ def fit_entry(i, d, points=4000):
     k = np.arange(points)
     t = lo + (hi - lo) * (1 - np.cos(np.pi * (k + 0.5) / points)) / 2
     t = np.concatenate([[lo], t, [hi]])
-    y = target((i + t) / 2)
+    y = target((i + t) / K)
     coefs = []
     while len(coefs) <= d:
         err, c = lawson_fit(t, y, coefs, d)
@@ -79,10 +84,10 @@ def gelu32(x, table):
     f = np.float32
     x = x.astype(f)
     u = np.abs(x)
-    i = np.rint(u * f(2)).astype(np.int64)
-    s = (u - i.astype(f) * f(0.5)).astype(f)
+    i = np.rint(u * f(K)).astype(np.int64)
+    s = (u - i.astype(f) * f(1.0 / K)).astype(f)
     d = table.shape[1] - 1
-    scaled = (table * np.float32(2.0) ** np.arange(d + 1)).astype(f)  # exact
+    scaled = (table * np.float32(K) ** np.arange(d + 1)).astype(f)  # exact
     h = scaled[i, d]
     for k in range(d - 1, -1, -1):
         h = fma32(h, s, scaled[i, k])
@@ -90,8 +95,11 @@ def gelu32(x, table):
 
 
 def main():
+    global ENTRIES, K
     d = int(sys.argv[1]) if len(sys.argv) > 1 else 6
     stride = int(sys.argv[2]) if len(sys.argv) > 2 else 97
+    ENTRIES = int(sys.argv[3]) if len(sys.argv) > 3 else 8
+    K = ENTRIES // 4
     table = np.zeros((ENTRIES, d + 1), np.float32)
     worst_fit = 0.0
     for i in range(ENTRIES):
@@ -102,7 +110,7 @@ def main():
     first = np.float32(2.0 ** -12).view(np.int32)
     last = np.float32(RANGE).view(np.int32) - 1
     bits = np.arange(first, last + 1, stride, dtype=np.int32)
-    ends = np.array([(i + s * 0.5) / 2 for i in range(ENTRIES) for s in (-1, 1)], np.float32)
+    ends = np.array([(i + s * 0.5) / K for i in range(ENTRIES) for s in (-1, 1)], np.float32)
     ends = ends[(ends > 0) & (ends < RANGE)]
     near = (ends.view(np.int32)[:, None] + np.arange(-3, 4)).ravel()
     u = np.concatenate([bits, near]).view(np.float32)
@@ -113,9 +121,9 @@ def main():
         err = np.abs(y - ref) / np.abs(ref) / 2.0 ** -23
         print(f"GELU on {name}: largest relative error {err.max():.2f} x 2^-23 "
               f"({len(x)} points)")
-    print("coefficients of s^k (row k of the kernel's table), entry i = round(2u) across:")
+    print(f"coefficients of s^k (row k of the kernel's table), entry i = round({K}u) across:")
     for k in range(d + 1):
-        row = [float(np.float32(c * 2.0 ** k)) for c in table[:, k]]
+        row = [float(np.float32(c * float(K) ** k)) for c in table[:, k]]
         print("  {" + ", ".join(c.hex().replace("0000000p", "p") for c in row) + "},")
 
 
