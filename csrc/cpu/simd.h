@@ -190,6 +190,24 @@ FA_VINLINE bool any_lane(Mask m) {
 #endif
 }
 
+// Whether every lane of v is below c / at most c, and whether any lane is below c (false
+// for a NaN lane, as the vector comparisons).  For the rare-lane checks of the formulas:
+// with AVX-512 one compare into a mask register, where a vector mask costs a compare, a
+// masked move, a test and a move out of the mask register.
+#if FA_VEC_BYTES == 64 && defined(FA_HAVE_AVX512)
+FA_VINLINE __mmask16 lanes_cmp(vf v, float c, const int kind) {
+  return kind == 0 ? _mm512_cmp_ps_mask((__m512)v, (__m512)splat(c), _CMP_LT_OQ)
+                   : _mm512_cmp_ps_mask((__m512)v, (__m512)splat(c), _CMP_LE_OQ);
+}
+FA_VINLINE bool all_lt(vf v, float c) { return lanes_cmp(v, c, 0) == 0xFFFF; }
+FA_VINLINE bool all_le(vf v, float c) { return lanes_cmp(v, c, 1) == 0xFFFF; }
+FA_VINLINE bool any_lt(vf v, float c) { return lanes_cmp(v, c, 0) != 0; }
+#else
+FA_VINLINE bool all_lt(vf v, float c) { return all_lanes(Mask{v < c}); }
+FA_VINLINE bool all_le(vf v, float c) { return all_lanes(Mask{v <= c}); }
+FA_VINLINE bool any_lt(vf v, float c) { return any_lane(Mask{v < c}); }
+#endif
+
 // sigmoid(z) = 1 / (1 + exp(-z)), the SIMD form of activations.h's fa_sigmoid (found by
 // argument-dependent lookup for Vec, so sigmoid, silu and swish use it).  exp(-z) is
 // computed as in fa_exp_nonpositive, without the negation (z + n*ln2 is reduced and the
@@ -217,8 +235,8 @@ FA_VINLINE Vec fa_sigmoid(Vec z) {
   const Vec fast = 1.0f / (1.0f + e);
   // Lanes below -87 take the general form; the others keep theirs, so that a lane's
   // result never depends on its neighbours (the same bits at any alignment).
-  const Mask low = z < Vec(-87.0f);
-  if (__builtin_expect(any_lane(low), 0)) return fa_select(low, fa_sigmoid_general(z), fast);
+  if (__builtin_expect(any_lt(z.v, -87.0f), 0))
+    return fa_select(z < Vec(-87.0f), fa_sigmoid_general(z), fast);
   return fast;
 }
 
@@ -401,8 +419,8 @@ FA_VINLINE Vec normcdf_rational(Vec xv) {
   vf e;
   const vf h = normcdf_tail_fast(x, u, e);
   const Vec fast = x < 0.0f ? h : 1.0f - h;
-  const Mask slow = {~(u <= 12.5f)};  // NaN compares false: slow
-  if (__builtin_expect(any_lane(slow), 0)) return fa_select(slow, fa_normcdf_general(xv), fast);
+  if (__builtin_expect(!all_le(u, 12.5f), 0))  // NaN compares false: slow
+    return fa_select(Mask{~(u <= 12.5f)}, fa_normcdf_general(xv), fast);
   return fast;
 }
 
@@ -507,9 +525,8 @@ FA_VINLINE Vec fa_gelu(Vec xv) {
   const vf pos = (vf)_mm512_max_ps(_mm512_setzero_ps(), (__m512)x);
 #endif
   const Vec fast = pos - u * h;
-  const Mask inside = {u < 3.75f};  // NaN compares false: beyond the table
-  if (__builtin_expect(!all_lanes(inside), 0))
-    return fa_select(inside, fast, gelu_beyond_table(xv));
+  if (__builtin_expect(!all_lt(u, 3.75f), 0))  // NaN compares false: beyond the table
+    return fa_select(Mask{u < 3.75f}, fast, gelu_beyond_table(xv));
   return fast;
 }
 #else
@@ -529,8 +546,8 @@ FA_VINLINE Vec fa_gelu_slope(Vec xv, Vec& cdf) {
   const vf h = normcdf_tail_fast(x, u, e);
   const vf c = x < 0.0f ? h : 1.0f - h;
   const Vec fast = c + x * (e * float(kInvSqrt2Pi));
-  const Mask slow = {~(u <= 12.5f)};
-  if (__builtin_expect(any_lane(slow), 0)) {
+  if (__builtin_expect(!all_le(u, 12.5f), 0)) {
+    const Mask slow = {~(u <= 12.5f)};
     Vec general_cdf;
     const Vec general = gelu_slope_general(xv, general_cdf);
     cdf = fa_select(slow, general_cdf, Vec{c});
@@ -659,8 +676,8 @@ FA_VINLINE Vec fa_softplus(Vec z) {
   const vf a = z.v < 0.0f ? -z.v : z.v;
   const Vec minus_a(-a);
   vf e = fa_exp_nonpositive(minus_a).v;
-  const Mask deep = z < Vec(-87.0f);
-  if (__builtin_expect(any_lane(deep), 0)) e = fa_select(deep, fa_exp(minus_a), Vec(e)).v;
+  if (__builtin_expect(any_lt(z.v, -87.0f), 0))
+    e = fa_select(z < Vec(-87.0f), fa_exp(minus_a), Vec(e)).v;
   const vf s = e / (2.0f + e);
   const vf t = s * s;
   vf q = splat(0x1.1ed7c0p-3f);
