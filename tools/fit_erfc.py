@@ -1,4 +1,4 @@
-"""Fits the erfc approximation behind the CPU kernels' GELU (csrc/cpu/simd.h, fa_normcdf).
+"""Fits the erfc approximation behind the CPU kernels' GELU (csrc/cpu/simd.h, fa_normcdf_general).
 
     erfc(a) ~= t * exp(-a^2 + Q(2t - 1)),   t = 1 / (1 + C a),   a >= 0
 

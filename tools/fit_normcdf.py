@@ -1,4 +1,4 @@
-"""Fits the rational behind the CPU kernels' fast GELU(erf) path (csrc/cpu/simd.h, fa_normcdf).
+"""Fits the rational behind the CPU kernels' fast GELU(erf) path (csrc/cpu/simd.h, normcdf_tail_fast).
 
     Phi(-u) = exp(-u^2/2) * R(u),   R(u) = erfcx(u / sqrt(2)) / 2 ~= P(u) / Q(u),   u = |x|
 
