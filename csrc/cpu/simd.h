@@ -63,26 +63,10 @@ FA_VINLINE Mask operator<(Vec a, Vec b) { return {a.v < b.v}; }
 FA_VINLINE Mask operator>(Vec a, Vec b) { return {a.v > b.v}; }
 FA_VINLINE Vec fa_select(Mask c, Vec a, Vec b) { return c.m ? a.v : b.v; }
 
-// Clamp that keeps NaN (a NaN compares false and is kept).  x86's min/max instructions
-// return their second operand when either is NaN, so min(hi, v) and max(lo, v) are exactly
-// the selects below in one instruction each (GCC emits a compare and a blend for them).
-FA_VINLINE vf clamp_keep_nan(vf v, float lo, float hi) {
-#if FA_VEC_BYTES == 64 && defined(FA_HAVE_AVX512)
-  v = (vf)_mm512_min_ps((__m512)splat(hi), (__m512)v);
-  return (vf)_mm512_max_ps((__m512)splat(lo), (__m512)v);
-#elif FA_VEC_BYTES == 32 && defined(FA_HAVE_AVX2)
-  v = (vf)_mm256_min_ps((__m256)splat(hi), (__m256)v);
-  return (vf)_mm256_max_ps((__m256)splat(lo), (__m256)v);
-#elif FA_VEC_BYTES == 16 && defined(__SSE__)
-  v = (vf)_mm_min_ps((__m128)splat(hi), (__m128)v);
-  return (vf)_mm_max_ps((__m128)splat(lo), (__m128)v);
-#else
-  v = v > splat(hi) ? splat(hi) : v;
-  return v < splat(lo) ? splat(lo) : v;
-#endif
-}
-
-// min(v, hi), keeping NaN: one instruction, as in clamp_keep_nan.
+// min(v, hi) and max(v, lo) that keep NaN (a NaN compares false and is kept).  x86's
+// min/max instructions return their second operand when either is NaN (or both are
+// zeros), so min(hi, v) and max(lo, v) are exactly the selects below in one instruction
+// each (GCC emits a compare and a blend for them).
 FA_VINLINE vf min_keep_nan(vf v, float hi) {
 #if FA_VEC_BYTES == 64 && defined(FA_HAVE_AVX512)
   return (vf)_mm512_min_ps((__m512)splat(hi), (__m512)v);
@@ -93,6 +77,20 @@ FA_VINLINE vf min_keep_nan(vf v, float hi) {
 #else
   return v > splat(hi) ? splat(hi) : v;
 #endif
+}
+FA_VINLINE vf max_keep_nan(vf v, float lo) {
+#if FA_VEC_BYTES == 64 && defined(FA_HAVE_AVX512)
+  return (vf)_mm512_max_ps((__m512)splat(lo), (__m512)v);
+#elif FA_VEC_BYTES == 32 && defined(FA_HAVE_AVX2)
+  return (vf)_mm256_max_ps((__m256)splat(lo), (__m256)v);
+#elif FA_VEC_BYTES == 16 && defined(__SSE__)
+  return (vf)_mm_max_ps((__m128)splat(lo), (__m128)v);
+#else
+  return v < splat(lo) ? splat(lo) : v;
+#endif
+}
+FA_VINLINE vf clamp_keep_nan(vf v, float lo, float hi) {
+  return max_keep_nan(min_keep_nan(v, hi), lo);
 }
 
 // 2^n for integer n in [-126, 127], built from the exponent bits.
@@ -195,13 +193,12 @@ FA_VINLINE bool any_lane(Mask m) {
 // with AVX-512 one compare into a mask register, where a vector mask costs a compare, a
 // masked move, a test and a move out of the mask register.
 #if FA_VEC_BYTES == 64 && defined(FA_HAVE_AVX512)
-FA_VINLINE __mmask16 lanes_cmp(vf v, float c, const int kind) {
-  return kind == 0 ? _mm512_cmp_ps_mask((__m512)v, (__m512)splat(c), _CMP_LT_OQ)
-                   : _mm512_cmp_ps_mask((__m512)v, (__m512)splat(c), _CMP_LE_OQ);
+template <int kPredicate> FA_VINLINE __mmask16 lanes_cmp(vf v, float c) {
+  return _mm512_cmp_ps_mask((__m512)v, (__m512)splat(c), kPredicate);
 }
-FA_VINLINE bool all_lt(vf v, float c) { return lanes_cmp(v, c, 0) == 0xFFFF; }
-FA_VINLINE bool all_le(vf v, float c) { return lanes_cmp(v, c, 1) == 0xFFFF; }
-FA_VINLINE bool any_lt(vf v, float c) { return lanes_cmp(v, c, 0) != 0; }
+FA_VINLINE bool all_lt(vf v, float c) { return lanes_cmp<_CMP_LT_OQ>(v, c) == 0xFFFF; }
+FA_VINLINE bool all_le(vf v, float c) { return lanes_cmp<_CMP_LE_OQ>(v, c) == 0xFFFF; }
+FA_VINLINE bool any_lt(vf v, float c) { return lanes_cmp<_CMP_LT_OQ>(v, c) != 0; }
 #else
 FA_VINLINE bool all_lt(vf v, float c) { return all_lanes(Mask{v < c}); }
 FA_VINLINE bool all_le(vf v, float c) { return all_lanes(Mask{v <= c}); }
@@ -519,12 +516,7 @@ FA_VINLINE Vec fa_gelu(Vec xv) {
   const vf x = xv.v;
   const vf u = (vf)((vi)x & 0x7fffffff);
   const vf h = normcdf_table(u);
-#if FA_VEC_BYTES == 32
-  const vf pos = (vf)_mm256_max_ps(_mm256_setzero_ps(), (__m256)x);
-#else
-  const vf pos = (vf)_mm512_max_ps(_mm512_setzero_ps(), (__m512)x);
-#endif
-  const Vec fast = pos - u * h;
+  const Vec fast = max_keep_nan(x, 0.0f) - u * h;
   if (__builtin_expect(!all_lt(u, 3.75f), 0))  // NaN compares false: beyond the table
     return fa_select(Mask{u < 3.75f}, fast, gelu_beyond_table(xv));
   return fast;
