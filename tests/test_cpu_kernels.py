@@ -164,11 +164,11 @@ def test_default_nontemporal_threshold_is_the_threads_share():
 
 
 def test_fresh_large_outputs_match_small_calls(cpu_capability):
-    """Outputs of 8 MiB come fresh from the OS (glibc maps them) and are faulted in before
-    the kernel writes them (prefault_output): the same bits as the same elements computed
-    in pieces of 1 MiB, whose outputs are not, for an elementwise forward and backward, a
-    gated op and softmax."""
-    n = 1 << 21  # 8 MiB of float32
+    """Outputs above 32 MiB (glibc's largest mmap threshold) always come fresh from the OS,
+    and are faulted in before the kernel writes them (prefault_output): the same bits as
+    the same elements computed in pieces of 1 MiB, whose outputs are not, for an
+    elementwise forward and backward, a gated op and softmax."""
+    n = (1 << 24) + (1 << 16)  # 64.25 MiB of float32 (the gated op's output: half of it)
     x = torch.randn(n) * 3
     g = torch.randn(n)
     pieces = lambda t: t.split(1 << 18)
