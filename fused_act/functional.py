@@ -20,6 +20,10 @@ from ._ops import ELEMENTWISE_OPS, GATED_OPS, WEIGHTED_OPS, built_with_cuda, ops
 # (same autograd and kernels) called without torch.ops' generic argument parsing.  It
 # returns NotImplemented for anything else, and torch.compile traces torch.ops instead.
 _compiling = torch.compiler.is_compiling
+# The fast-path guard: dynamo folds it to True (it then traces torch.ops), and in eager it
+# is a bare `return False`, a third of is_compiling's cost.  Export's non-strict tracing
+# (where only is_compiling is True) passes tensor subclasses, which _C declines anyway.
+_dynamo_tracing = getattr(torch.compiler, "is_dynamo_compiling", _compiling)
 
 _FLOAT_DTYPES = (torch.float32, torch.float64, torch.float16, torch.bfloat16)
 _BUILT_WITH_CUDA = built_with_cuda()
@@ -180,7 +184,7 @@ def _function_source(row):
     if row.inplace:
         torch_args += ", inplace=inplace"
     src = (f"def {row.name}(input{params}):\n"
-           f"    if not _compiling():\n"
+           f"    if not _dynamo_tracing():\n"
            f"        y = {fast}(input, {p_fast}, {q_fast})\n"
            f"        if y is not NotImplemented:\n"
            f"            return y\n"
@@ -214,7 +218,7 @@ _GENERATED = [n for _row in _table.ROWS for n in _define(_row, globals())]
 
 
 def prelu(input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    if not _compiling():
+    if not _dynamo_tracing():
         y = _C.prelu(input, weight)
         if y is not NotImplemented:
             return y
@@ -225,7 +229,7 @@ def prelu(input: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 def swish(input: torch.Tensor, beta: Union[float, torch.Tensor] = 1.0) -> torch.Tensor:
     """x * sigmoid(beta * x).  A tensor ``beta`` (one element, or one per channel along
     dim 1) receives a gradient; a float ``beta`` is a constant."""
-    if not _compiling():
+    if not _dynamo_tracing():
         y = (_C.swish(input, beta) if type(beta) is float
              else _C.swish_weighted(input, beta))
         if y is not NotImplemented:
@@ -265,7 +269,7 @@ def _gated_source(row):
         fast, op_line = f"_C.{row.op}", f"    op = {row.op!r}\n"
     torch_args = "".join(f", {n}={n}" for n, _ in row.params)
     return (f"def {row.name}(input, dim=-1{params}):\n"
-            f"    if not _compiling():\n"
+            f"    if not _dynamo_tracing():\n"
             f"        y = {fast}(input, dim)\n"
             f"        if y is not NotImplemented:\n"
             f"            return y\n"
@@ -308,11 +312,9 @@ def _softmax_dim(name, x, dim, stacklevel=5):
 def _softmax(name, log, torch_fn, input, dim, stacklevel, dtype):
     """softmax (log=False) or log_softmax (log=True); torch_fn is torch's own, for the
     inputs fused_act leaves to torch.  stacklevel is the caller's _stacklevel, counted as
-    torch counts it from F.softmax: the legacy-dim warning names the caller's line."""
-    if dtype is None and type(dim) is int and not _compiling():
-        y = _C.softmax(input, dim, log)
-        if y is not NotImplemented:
-            return y
+    torch counts it from F.softmax: the legacy-dim warning names the caller's line.
+    softmax() and log_softmax() try the compiled fast path themselves first (one Python
+    frame less on the common call); this is the general path."""
     if isinstance(input, torch.Tensor):
         if dtype is None and input.is_cuda and torch.is_autocast_enabled("cuda"):
             # torch's CUDA autocast runs softmax / log_softmax in float32 (dtype set).
@@ -336,6 +338,10 @@ def softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int = 3
     """softmax along ``dim``: exp(x) / sum(exp(x)), computed as exp(x - max) / sum so that
     no input overflows.  ``dtype`` casts the input first, as torch.softmax does.  A row
     that is entirely -inf gives NaN, as in torch."""
+    if dtype is None and type(dim) is int and not _dynamo_tracing():
+        y = _C.softmax(input, dim, False)
+        if y is not NotImplemented:
+            return y
     return _softmax("softmax", False, torch.softmax, input, dim, _stacklevel, dtype)
 
 
@@ -344,6 +350,10 @@ def log_softmax(input: torch.Tensor, dim: Optional[int] = None, _stacklevel: int
     """log(softmax(x)) along ``dim``, computed as (x - max) - log(sum(exp(x - max))).
     ``dtype`` casts the input first, as torch.log_softmax does.  A row that is entirely
     -inf gives NaN, as in torch."""
+    if dtype is None and type(dim) is int and not _dynamo_tracing():
+        y = _C.softmax(input, dim, True)
+        if y is not NotImplemented:
+            return y
     return _softmax("log_softmax", True, torch.log_softmax, input, dim, _stacklevel, dtype)
 
 
@@ -364,7 +374,7 @@ def maxout(input: torch.Tensor, pieces: int, dim: int = 1) -> torch.Tensor:
     among tied maxima, NaN for a whole group whose max is NaN.  The backward keeps one bit
     per piece (which pieces attain the max), not the input."""
     # Eager calls on plain float tensors: straight to the operator (its C++ autograd).
-    if not _compiling():
+    if not _dynamo_tracing():
         y = _C.maxout(input, pieces, dim)
         if y is not NotImplemented:
             return y
