@@ -10,7 +10,7 @@ from torch import nn
 import fused_act
 import fused_act.functional as FA
 from fused_act._ops import ELEMENTWISE_OPS, WEIGHTED_OPS
-from fused_act.table import ACTIVATIONS
+from fused_act.table import ACTIVATIONS, ALL
 
 from conftest import DEVICES
 from helpers import close
@@ -147,6 +147,40 @@ def test_compile_inductor_fullgraph_on_converted_model():
     y_ref.sum().backward()
     for p, q in zip(fused.parameters(), model.parameters()):
         close(p.grad, q.grad)
+
+
+# ---- torch.export ------------------------------------------------------------------------
+
+class _Functional(nn.Module):
+    """One functional call, with the setting's tensors (PReLU's weight, a tensor beta) as
+    buffers."""
+
+    def __init__(self, act, kwargs):
+        super().__init__()
+        self.fn = act.fused
+        self.names = [k for k, v in kwargs.items() if isinstance(v, torch.Tensor)]
+        for k in self.names:
+            self.register_buffer(k, kwargs[k])
+        self.scalars = {k: v for k, v in kwargs.items() if not isinstance(v, torch.Tensor)}
+
+    def forward(self, x):
+        return self.fn(x * 1.0, **self.scalars, **{k: getattr(self, k) for k in self.names})
+
+
+@pytest.mark.parametrize("strict", [False, True], ids=["non-strict", "strict"])
+@pytest.mark.parametrize("act", ALL, ids=[a.name for a in ALL])
+def test_torch_export_of_functional_call_records_the_fused_operator(act, strict):
+    """Eager calls go to fused_act._C (guarded by is_dynamo_compiling); an export, whether
+    dynamo traces it (strict) or Python runs on tracing tensors (non-strict), records
+    fused_act's operator, not torch's fallback, with the eager result."""
+    torch.manual_seed(3)
+    x = torch.randn(4, 8, 8)
+    setting = act.settings[0]
+    model = _Functional(act, setting.kwargs(x))
+    program = torch.export.export(model, (x,), strict=strict)
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert any(t.startswith("fused_act.") for t in targets), targets
+    close(program.module()(x), model(x))
 
 
 # ---- convert ------------------------------------------------------------------------------
