@@ -36,11 +36,16 @@
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/saved_variable.h>
 #include <torch/csrc/autograd/variable.h>
+#include <torch/csrc/dynamo/compiled_autograd.h>
 #include <torch/library.h>
+#include <torch/version.h>
 
 #include <memory>
+#include <mutex>
+#include <set>
 #include <string>
 #include <type_traits>
+#include <utility>
 
 #include "gated.h"
 #include "op_names.h"
@@ -221,12 +226,86 @@ template <class N, class... Args> NodeRef make_node(Args&&... args) {
   }
 }
 
-// One saved tensor and the backward operator to call with it.
+// ---- compiled autograd -------------------------------------------------------------
+// torch.compile's compiled autograd turns an eagerly recorded graph into one traced
+// backward: it asks each node for compiled_args (what the traced backward depends on: the
+// node's constants and saved tensors, its cache key) and calls apply_with_saved with the
+// saved tensors swapped for the tracer's.  From torch 2.7 on, a node's backward goes into
+// the traced graph as a call of a stateless function of (gradients, packed values), bound
+// to Python once per node type; before, the tracer recorded the operators that apply
+// calls.  compiled_args is const in newer releases and not in older ones: the nodes define
+// both, and the one that matches the base class overrides it.
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 7)
+#define FA_FUNCTIONAL_COMPILED_AUTOGRAD 1
+#else
+#define FA_FUNCTIONAL_COMPILED_AUTOGRAD 0
+#endif
+using torch::dynamo::autograd::CompiledNodeArgs;
+using torch::dynamo::autograd::SwapSavedVariables;
+using PackedValues = std::vector<c10::IValue>;
+using Functional = variable_list (*)(const variable_list&, const PackedValues&);
+
+#if FA_FUNCTIONAL_COMPILED_AUTOGRAD
+// Records `fn`(grads, packed) in the traced graph for `node`; `name` (a Python identifier,
+// one per function: fused_act_<operator>_backward) names the bound function.
+variable_list traced_call(const torch::autograd::Node& node, const std::string& name,
+                          Functional fn, const variable_list& grads, const PackedValues& packed,
+                          SwapSavedVariables& saved) {
+  namespace ca = torch::dynamo::autograd;
+  const auto& py = ca::getPyCompilerInterface();
+  {
+    static std::mutex mutex;
+    static std::set<std::string> bound;
+    std::lock_guard<std::mutex> lock(mutex);
+    if (bound.insert(name).second) {
+      std::vector<at::TypePtr> schema;
+      for (const c10::IValue& v : packed)
+        schema.push_back(v.isTensor() ? at::TensorType::get() : v.type());
+      py->bind_function(saved.get_py_compiler(), name, fn, schema);
+    }
+  }
+  const c10::IValue metadata = ca::IValuePacker<std::vector<std::optional<
+      torch::autograd::InputMetadata>>>::pack(ca::get_input_metadata(node.next_edges()));
+  return py->call_function(saved.get_py_compiler(), "apply_functional", name, grads, packed,
+                           metadata);
+}
+#endif
+
+// One saved tensor and the backward operator to call with it.  Subclasses give the
+// backward's constants (collected for compiled autograd's cache key, packed after the
+// saved tensor) and the stateless backward (`functional`) of
+// (grads, {saved, constants..., whether dx is needed}).
 struct SavedOneNode : public torch::autograd::Node {
   explicit SavedOneNode(const char* name) : name_(name) {}
   void release_variables() override { saved_.reset_data(); }
   std::string name() const override { return name_; }
+
+  virtual void collect_constants(CompiledNodeArgs& args) const = 0;
+  virtual void pack_constants(PackedValues& packed) const = 0;
+  virtual Functional functional() const = 0;
+  virtual std::string functional_name() const = 0;
+  void compiled_args(CompiledNodeArgs& args) const {
+    args.collect(std::string(name_));
+    args.collect(saved_, saved_is_output_);
+    collect_constants(args);
+  }
+  void compiled_args(CompiledNodeArgs& args) { std::as_const(*this).compiled_args(args); }
+  variable_list apply_with_saved(const variable_list& grads, SwapSavedVariables& saved) override {
+    saved.before(saved_);
+#if FA_FUNCTIONAL_COMPILED_AUTOGRAD
+    PackedValues packed{saved_.unpack(getptr())};
+    pack_constants(packed);
+    packed.emplace_back(task_should_compute_output(0));
+    variable_list out = traced_call(*this, functional_name(), functional(), grads, packed, saved);
+#else
+    variable_list out = apply(variable_list(grads));
+#endif
+    saved.after(saved_);
+    return out;
+  }
+
   torch::autograd::SavedVariable saved_;
+  bool saved_is_output_ = false;
   const char* name_;
 };
 
@@ -234,6 +313,21 @@ template <Act A> struct ElementwiseNode : public SavedOneNode {
   ElementwiseNode(const char* name, double p, double q, bool from_output)
       : SavedOneNode(name), p_(p), q_(q), from_output_(from_output) {}
   variable_list apply(variable_list&& grads) override;
+  void collect_constants(CompiledNodeArgs& args) const override {
+    args.collect(p_);
+    args.collect(q_);
+    args.collect(from_output_);
+  }
+  void pack_constants(PackedValues& packed) const override {
+    packed.emplace_back(p_);
+    packed.emplace_back(q_);
+    packed.emplace_back(from_output_);
+  }
+  static variable_list backward(const variable_list& grads, const PackedValues& v);
+  Functional functional() const override { return &backward; }
+  std::string functional_name() const override {
+    return std::string("fused_act_") + act_name(A) + "_backward";
+  }
   double p_, q_;
   bool from_output_;
 };
@@ -241,6 +335,17 @@ template <Act A> struct ElementwiseNode : public SavedOneNode {
 struct SoftmaxNode : public SavedOneNode {
   SoftmaxNode(const char* name, int64_t dim, bool log) : SavedOneNode(name), dim_(dim), log_(log) {}
   variable_list apply(variable_list&& grads) override;
+  void collect_constants(CompiledNodeArgs& args) const override {
+    args.collect(dim_);
+    args.collect(log_);
+  }
+  void pack_constants(PackedValues& packed) const override {
+    packed.emplace_back(dim_);
+    packed.emplace_back(log_);
+  }
+  static variable_list backward(const variable_list& grads, const PackedValues& v);
+  Functional functional() const override { return &backward; }
+  std::string functional_name() const override { return "fused_act_softmax_backward"; }
   int64_t dim_;
   bool log_;
 };
@@ -255,8 +360,10 @@ void record(const NodeRef& node, const at::Tensor& x, const at::Tensor& y,
     torch::autograd::set_history(y, node);
   }
   set_tangent();
-  if (node)
+  if (node) {
     static_cast<N*>(node.get())->saved_ = torch::autograd::SavedVariable(saved, saved_is_output);
+    static_cast<N*>(node.get())->saved_is_output_ = saved_is_output;
+  }
 }
 
 // Self: the named node type below (its name is what grad_fn.name() shows).
@@ -452,6 +559,37 @@ struct WeightedNode : public torch::autograd::Node {
   }
   std::string name() const override { return name_; }
 
+  // Compiled autograd (see SavedOneNode): packed {x, w, whether dx, dw are needed}.
+  void compiled_args(CompiledNodeArgs& args) const {
+    args.collect(std::string(name_));
+    args.collect(x_, false);
+    args.collect(w_, false);
+  }
+  void compiled_args(CompiledNodeArgs& args) { std::as_const(*this).compiled_args(args); }
+  static variable_list backward(const variable_list& grads, const PackedValues& v) {
+    const at::Tensor& g = grads[0];
+    const bool need_x = v[2].toBool(), need_w = v[3].toBool();
+    if (!g.defined() || (!need_x && !need_w)) return {at::Tensor(), at::Tensor()};
+    at::Tensor dx, dw;
+    std::tie(dx, dw) = backward_handle().call(g, v[0].toTensor(), v[1].toTensor(), need_w);
+    return {need_x ? dx : at::Tensor(), need_w ? dw : at::Tensor()};
+  }
+  variable_list apply_with_saved(const variable_list& grads, SwapSavedVariables& saved) override {
+    saved.before(x_);
+    saved.before(w_);
+#if FA_FUNCTIONAL_COMPILED_AUTOGRAD
+    const PackedValues packed{x_.unpack(getptr()), w_.unpack(getptr()),
+                              task_should_compute_output(0), task_should_compute_output(1)};
+    variable_list out = traced_call(*this, std::string("fused_act_") + kOp + "_backward",
+                                    &backward, grads, packed, saved);
+#else
+    variable_list out = apply(variable_list(grads));
+#endif
+    saved.after(x_);
+    saved.after(w_);
+    return out;
+  }
+
   variable_list apply(variable_list&& grads) override {
     const at::Tensor& g = grads[0];
     const bool need_x = task_should_compute_output(0), need_w = task_should_compute_output(1);
@@ -553,6 +691,15 @@ template <Act A> variable_list ElementwiseNode<A>::apply(variable_list&& grads) 
   return {dx};
 }
 
+template <Act A>
+variable_list ElementwiseNode<A>::backward(const variable_list& grads, const PackedValues& v) {
+  at::Tensor dx;
+  if (grads[0].defined() && v[4].toBool())
+    dx = backward_op<A>().call(grads[0], v[0].toTensor(), v[1].toDouble(), v[2].toDouble(),
+                               v[3].toBool());
+  return {dx};
+}
+
 template <Act A> void inplace_autograd(const at::Tensor& x, double p, double q) {
   const bool need_grad = records({&x});
   const at::Tensor x_t = tangent(x);
@@ -633,6 +780,13 @@ variable_list SoftmaxNode::apply(variable_list&& grads) {
   at::Tensor dx;
   if (grads[0].defined() && task_should_compute_output(0))
     dx = softmax_backward_op().call(grads[0], saved_.unpack(getptr()), dim_, log_);
+  return {dx};
+}
+
+variable_list SoftmaxNode::backward(const variable_list& grads, const PackedValues& v) {
+  at::Tensor dx;
+  if (grads[0].defined() && v[3].toBool())
+    dx = softmax_backward_op().call(grads[0], v[0].toTensor(), v[1].toInt(), v[2].toBool());
   return {dx};
 }
 
@@ -868,6 +1022,18 @@ template <Gate G> struct GatedNode : public SavedOneNode {
     if (grads[0].defined() && task_should_compute_output(0))
       dx = gated_backward_op<G>().call(grads[0], saved_.unpack(getptr()), dim_);
     return {dx};
+  }
+  void collect_constants(CompiledNodeArgs& args) const override { args.collect(dim_); }
+  void pack_constants(PackedValues& packed) const override { packed.emplace_back(dim_); }
+  static variable_list backward(const variable_list& grads, const PackedValues& v) {
+    at::Tensor dx;
+    if (grads[0].defined() && v[2].toBool())
+      dx = gated_backward_op<G>().call(grads[0], v[0].toTensor(), v[1].toInt());
+    return {dx};
+  }
+  Functional functional() const override { return &backward; }
+  std::string functional_name() const override {
+    return std::string("fused_act_") + gate_name(G) + "_backward";
   }
   int64_t dim_;
 };

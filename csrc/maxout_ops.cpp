@@ -64,7 +64,10 @@ template <class Fn> auto without_forward_ad(Fn&& fn) {
 
 // The node of maxout: runs the kernel that also writes the mask, keeps the mask (and
 // hands it out through mask_out, for the tangent).
+// (is_traceable: the backwards call operators only, so that compiled autograd may trace
+// them into its graph rather than run them apart in eager mode.)
 struct Forward : public torch::autograd::Function<Forward> {
+  static constexpr bool is_traceable = true;
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& x, int64_t pieces,
                             int64_t dim, at::Tensor* mask_out) {
     at::Tensor y, mask;
@@ -90,6 +93,7 @@ struct Forward : public torch::autograd::Function<Forward> {
 // derivative with respect to its float argument is the other.
 template <bool kGather>
 struct Pair : public torch::autograd::Function<Pair<kGather>> {
+  static constexpr bool is_traceable = true;
   static at::Tensor forward(AutogradContext* ctx, const at::Tensor& t, const at::Tensor& mask,
                             int64_t pieces, int64_t dim) {
     ctx->save_for_backward({mask});

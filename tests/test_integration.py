@@ -183,6 +183,48 @@ def test_torch_export_of_functional_call_records_the_fused_operator(act, strict)
     close(program.module()(x), model(x))
 
 
+# ---- compiled autograd -----------------------------------------------------------------
+
+def _compiled_autograd(compiler):
+    """Compiled autograd for the backwards run inside the block (torch's context manager:
+    `_enable` in newer releases, `enable` in older ones)."""
+    from torch._dynamo import compiled_autograd as ca
+    return (getattr(ca, "_enable", None) or ca.enable)(compiler)
+
+
+@pytest.mark.parametrize("act", ALL, ids=[a.name for a in ALL])
+def test_compiled_autograd_traces_the_eager_graph(act):
+    """A graph recorded eagerly (out-of-place calls) goes through compiled autograd in one
+    graph (fullgraph: no node left to run apart in eager mode), each fused_act node as a
+    call in it, with eager autograd's gradients (for a weight too)."""
+    torch._dynamo.reset()
+    torch.manual_seed(4)
+    x = torch.randn(4, 8, 8, dtype=torch.float64, requires_grad=True)
+    kw = act.settings[0].kwargs(x.detach())
+    kw = {k: v.clone().requires_grad_() if isinstance(v, torch.Tensor) and v.is_floating_point()
+          else v for k, v in kw.items()}
+    inputs = [x] + [v for v in kw.values() if isinstance(v, torch.Tensor) and v.requires_grad]
+
+    def loss():
+        return (act.fused(x * 1.0, **kw) ** 2).sum()
+
+    expected = torch.autograd.grad(loss(), inputs)
+    graphs = []
+
+    def compiler(gm):
+        def backend(g, example_inputs):
+            graphs.append(g)
+            return g
+        return torch.compile(gm, backend=backend, fullgraph=True)
+
+    with _compiled_autograd(compiler):
+        got = torch.autograd.grad(loss(), inputs)
+    for a, b in zip(got, expected):
+        close(a, b)
+    calls = {str(n.target) for g in graphs for n in g.graph.nodes if n.op == "call_function"}
+    assert any("fused_act" in c for c in calls), calls
+
+
 # ---- convert ------------------------------------------------------------------------------
 
 def _copy(model):
