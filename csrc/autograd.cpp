@@ -245,6 +245,18 @@ using torch::dynamo::autograd::SwapSavedVariables;
 using PackedValues = std::vector<c10::IValue>;
 using Functional = variable_list (*)(const variable_list&, const PackedValues&);
 
+// Collects a saved tensor: with whether it is the node's output where the release takes
+// it (2.6 on), without before.
+template <class Args>
+auto collect_saved(Args& args, const torch::autograd::SavedVariable& v, bool is_output, int)
+    -> decltype(args.collect(v, is_output), void()) {
+  args.collect(v, is_output);
+}
+template <class Args>
+void collect_saved(Args& args, const torch::autograd::SavedVariable& v, bool, long) {
+  args.collect(v);
+}
+
 #if FA_FUNCTIONAL_COMPILED_AUTOGRAD
 // Records `fn`(grads, packed) in the traced graph for `node`; `name` (a Python identifier,
 // one per function: fused_act_<operator>_backward) names the bound function.
@@ -286,7 +298,7 @@ struct SavedOneNode : public torch::autograd::Node {
   virtual std::string functional_name() const = 0;
   void compiled_args(CompiledNodeArgs& args) const {
     args.collect(std::string(name_));
-    args.collect(saved_, saved_is_output_);
+    collect_saved(args, saved_, saved_is_output_, 0);
     collect_constants(args);
   }
   void compiled_args(CompiledNodeArgs& args) { std::as_const(*this).compiled_args(args); }
@@ -562,8 +574,8 @@ struct WeightedNode : public torch::autograd::Node {
   // Compiled autograd (see SavedOneNode): packed {x, w, whether dx, dw are needed}.
   void compiled_args(CompiledNodeArgs& args) const {
     args.collect(std::string(name_));
-    args.collect(x_, false);
-    args.collect(w_, false);
+    collect_saved(args, x_, false, 0);
+    collect_saved(args, w_, false, 0);
   }
   void compiled_args(CompiledNodeArgs& args) { std::as_const(*this).compiled_args(args); }
   static variable_list backward(const variable_list& grads, const PackedValues& v) {
